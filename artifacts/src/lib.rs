@@ -1,0 +1,6 @@
+//! Everything moat builds before it can run something, built reproducibly and cached by content hash.
+//!
+//! Each artifact kind has its own module; they all store their output through [`cache`], which keys an
+//! entry by a hash of every input, verifies it on use, and publishes it atomically.
+
+pub mod cache;
