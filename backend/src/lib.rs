@@ -19,8 +19,11 @@ use std::time::Duration;
 
 pub use oci_spec::runtime::{LinuxResources, Process, Spec};
 
+pub mod check;
 mod error;
 mod kind;
+pub mod ns;
+pub mod reaper;
 
 pub use error::{Error, Result};
 pub use kind::BackendKind;
