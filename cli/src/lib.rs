@@ -1,0 +1,62 @@
+//! The `moat` command line: `run`, `check` and the OCI runtime verbs. `main.rs` only calls [`main`];
+//! each verb lives in its own module so tests and other front ends can reuse them.
+
+pub mod args;
+pub mod check;
+pub mod logging;
+pub mod size;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+use logging::LogFile;
+
+/// Parses `std::env::args`, runs the verb, and turns its outcome into the process's exit code.
+/// Errors go to stderr and, with `--log`, to the log file (where containerd looks for them).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = match &cli.log {
+        Some(path) => match LogFile::open(path, cli.log_format) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                eprintln!("moat: cannot open log file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    logging::init(cli.debug, log.clone());
+    match dispatch(&cli) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("moat: {msg}");
+            if let Some(log) = &log {
+                log.write("error", &msg);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks the global flags moat cannot honour, then runs the verb. Returns the exit code.
+pub fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
+    if cli.systemd_cgroup {
+        anyhow::bail!(
+            "--systemd-cgroup is not supported: moat manages cgroups through cgroupfs; set \
+             SystemdCgroup = false in containerd's runc options"
+        );
+    }
+    if let Some(r) = cli.rootless.as_deref()
+        && !matches!(r, "false" | "auto")
+    {
+        anyhow::bail!("--rootless={r} is not supported: moat runs containers as root only");
+    }
+    match &cli.command {
+        Command::Check(a) => check::run(a),
+        _ => anyhow::bail!("not implemented yet"),
+    }
+}
