@@ -4,3 +4,4 @@
 //! entry by a hash of every input, verifies it on use, and publishes it atomically.
 
 pub mod cache;
+pub mod initramfs;
