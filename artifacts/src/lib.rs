@@ -4,4 +4,5 @@
 //! entry by a hash of every input, verifies it on use, and publishes it atomically.
 
 pub mod cache;
+pub mod image;
 pub mod initramfs;
