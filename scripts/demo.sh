@@ -5,3 +5,9 @@ cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
 cargo build --release --workspace
+
+# ---- The demo ------------------------------------------------------------------------------------
+# `moat run` of a workload printing what the container sees (pid 1, hostname, kernel, capabilities,
+# cgroup limits), then, as backends land, the same on every backend and the comparison table.
+# The CLI's owner fills this in.
+# --------------------------------------------------------------------------------------------------

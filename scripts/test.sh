@@ -6,4 +6,12 @@ cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
 cargo build --release --workspace --all-targets
+
+# ---- Cached artifacts the tests need -------------------------------------------------------------
+# Each step builds through moat's content-hash cache, so it is instant when its inputs are unchanged.
+# The busybox/pause test images need no step: tests build them on first use (about a second).
+# Guest kernel and initramfs: their helpers add their build commands here.
+# --------------------------------------------------------------------------------------------------
+
+# Last, so that the output ends with cargo test's summary.
 cargo test --release --workspace --no-fail-fast 2>&1
