@@ -16,6 +16,16 @@ pub const BOOT_TIMER_PORT: u16 = 0x0450;
 /// The byte the agent writes to [`BOOT_TIMER_PORT`] to say "ready".
 pub const BOOT_READY_MAGIC: u8 = 0x7b;
 
+/// The byte the agent writes to [`BOOT_TIMER_PORT`] right before it resets the VM on purpose.
+///
+/// The guest has no ACPI, so "power off" is a reset: the agent calls `reboot(LINUX_REBOOT_CMD_RESTART)`
+/// and the guest command line has `reboot=k`, so the kernel pulses the i8042 reset line (port 0x64,
+/// value 0xfe). moat-vmm's i8042 turns that into the end of the VM; QEMU microvm does the same given
+/// `-device i8042 -no-reboot`. A kernel panic (`panic=-1`) resets the VM the same way, so a VMM tells
+/// a clean power-off from a crash by this byte: a reset after it is a power-off (exit 0), a reset
+/// without it means the guest failed (exit non-zero).
+pub const BOOT_POWEROFF_MAGIC: u8 = 0x7c;
+
 /// The line the agent prints on the serial console when it is ready (followed by a newline).
 ///
 /// Test harnesses and reference boots (QEMU) that have no boot-timer device wait for this line.
@@ -35,4 +45,14 @@ pub mod cmdline {
     pub const CLOCK: &str = "moat.clock";
     /// Log verbosity of the agent (`error`, `warn`, `info`, `debug`, `trace`).
     pub const LOG: &str = "moat.log";
+    /// A self-test the agent runs once it is ready, then powers the VM off (see [`super::selftest`]).
+    pub const SELFTEST: &str = "moat.selftest";
+}
+
+/// Self-tests for reference boots and VMM tests: `moat.selftest=<name>` on the kernel command line.
+pub mod selftest {
+    /// Print the guest kernel's release (`uname -r`) on the console, then power off.
+    pub const UNAME: &str = "uname";
+    /// The console line that answers [`UNAME`] starts with this; the release follows, then a newline.
+    pub const UNAME_LINE_PREFIX: &str = "moat-agent: uname -r: ";
 }

@@ -4,5 +4,9 @@
 //! entry by a hash of every input, verifies it on use, and publishes it atomically.
 
 pub mod cache;
+pub mod guest;
 pub mod image;
 pub mod initramfs;
+pub mod kernel;
+pub mod reference_boot;
+pub mod rootfs_image;
