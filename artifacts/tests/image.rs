@@ -200,3 +200,37 @@ fn umoci_unpacks_the_layer_to_the_same_tree() {
         String::from_utf8_lossy(&diff.stdout)
     );
 }
+
+/// The cached rootfs, referenced read-only from a bundle, runs under a real OCI runtime.
+#[test]
+fn runc_runs_a_bundle_over_the_shared_rootfs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 || !have("runc") {
+        eprintln!("SKIPPED: needs root and runc (scripts/deps.sh installs it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(img) = build(tmp.path()) else { return };
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo $$; id -un; touch /x 2>/dev/null || echo read-only".into(),
+    ]));
+    spec.set_process(Some(process));
+    spec.set_hostname(Some("bundle-test".into()));
+    let mut root = spec.root().clone().unwrap();
+    root.set_readonly(Some(true));
+    spec.set_root(Some(root));
+    let bundle = tmp.path().join("bundle");
+    image::write_bundle(&bundle, &img.rootfs, &spec).unwrap();
+    let id = format!("moat-image-test-{}", std::process::id());
+    let out = run(Command::new("runc")
+        .arg("--root")
+        .arg(tmp.path().join("runc-state"))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&id));
+    assert_eq!(out, "1\nroot\nread-only\n");
+}
