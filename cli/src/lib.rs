@@ -3,8 +3,14 @@
 
 pub mod args;
 pub mod check;
+pub mod forward;
 pub mod logging;
+pub mod oci;
+pub mod rootfs;
+pub mod run;
+pub mod signal;
 pub mod size;
+pub mod spec;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,7 +38,7 @@ pub fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = render_error(&e);
             eprintln!("moat: {msg}");
             if let Some(log) = &log {
                 log.write("error", &msg);
@@ -40,6 +46,20 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once (some errors repeat their source in
+/// their own message).
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 /// Checks the global flags moat cannot honour, then runs the verb. Returns the exit code.
@@ -55,8 +75,22 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
     {
         anyhow::bail!("--rootless={r} is not supported: moat runs containers as root only");
     }
+    use oci::{lifecycle, process, resources};
     match &cli.command {
+        Command::Run(a) => run::run(cli, a),
         Command::Check(a) => check::run(a),
-        _ => anyhow::bail!("not implemented yet"),
+        Command::Create(a) => lifecycle::create(cli, a),
+        Command::Start(a) => lifecycle::start(cli, a),
+        Command::State(a) => lifecycle::state(cli, a),
+        Command::Kill(a) => lifecycle::kill(cli, a),
+        Command::Delete(a) => lifecycle::delete(cli, a),
+        Command::List(a) => lifecycle::list(cli, a),
+        Command::Ps(a) => process::ps(cli, a),
+        Command::Exec(a) => process::exec(cli, a),
+        Command::Events(a) => resources::events(cli, a),
+        Command::Pause(a) => resources::pause(cli, a),
+        Command::Resume(a) => resources::resume(cli, a),
+        Command::Update(a) => resources::update(cli, a),
+        Command::Features => resources::features(),
     }
 }

@@ -1,0 +1,277 @@
+//! `moat run`: one container in the foreground through the [`Backend`] trait — stdio passed
+//! through, signals forwarded, exit status propagated (128+N for signal N, 137 for an OOM kill),
+//! everything removed afterwards.
+//!
+//! Without `--bundle`, the spec is containerd's default (from `moat-sandbox`) plus the options, and
+//! the root is an overlay on the chosen (or the cached default) root file system, mounted in a
+//! private mount namespace; the cached rootfs is never written.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use moat_backend::ns::{NsBackend, NsOptions};
+use moat_backend::{Backend, BackendKind, ContainerConfig, Instance, ProcessIo};
+
+use crate::args::{Cli, RunArgs};
+use crate::rootfs::{self, Overlay};
+use crate::spec::{self, Overrides};
+use crate::{forward, oci};
+
+/// What the positional words of `moat run` mean.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The container id.
+    pub id: String,
+    /// The command (empty: the bundle's own `process.args`).
+    pub cmd: Vec<String>,
+}
+
+/// Splits `[ID] [--] CMD...` (see `moat run --help`).
+pub fn target(a: &RunArgs) -> Target {
+    let fresh = || {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!("moat-{:x}{:05x}", std::process::id(), nanos & 0xfffff)
+    };
+    if let Some(id) = &a.id {
+        return Target {
+            id: id.clone(),
+            cmd: a.args.clone(),
+        };
+    }
+    if a.bundle.is_some() {
+        match a.args.as_slice() {
+            [id] => {
+                return Target {
+                    id: id.clone(),
+                    cmd: vec![],
+                };
+            }
+            [id, sep, rest @ ..] if sep == "--" => {
+                return Target {
+                    id: id.clone(),
+                    cmd: rest.to_vec(),
+                };
+            }
+            _ => {}
+        }
+    }
+    Target {
+        id: fresh(),
+        cmd: a.args.clone(),
+    }
+}
+
+fn refuse_unavailable(kind: BackendKind, a: &RunArgs) -> anyhow::Result<()> {
+    match kind {
+        BackendKind::Ns => {
+            if a.policy.is_some() {
+                bail!("--policy applies to --backend trace only");
+            }
+            Ok(())
+        }
+        BackendKind::Vm => bail!(
+            "the vm backend is not available yet (issue 17); `moat check --backend vm` says what \
+             this host offers. Use --backend ns meanwhile"
+        ),
+        BackendKind::Trace => {
+            bail!("the trace backend is not available yet (issue 18). Use --backend ns meanwhile")
+        }
+    }
+}
+
+/// Runs `moat run`; returns the exit code.
+pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
+    let kind: BackendKind = a.backend.into();
+    refuse_unavailable(kind, a)?;
+    let t = target(a);
+    if a.detach {
+        let Some(bundle) = &a.bundle else {
+            bail!("--detach needs --bundle (a detached container outlives moat's private overlay)");
+        };
+        if !t.cmd.is_empty() || has_overrides(a) {
+            bail!("--detach runs the bundle as it is: drop the command and the spec options");
+        }
+        return oci::lifecycle::create_and_start(cli, bundle, &t.id, a.pid_file.as_deref());
+    }
+    if a.console_socket.is_some() {
+        bail!("--console-socket needs --detach (foreground runs pass moat's own stdio through)");
+    }
+    let mut o = Overrides {
+        args: t.cmd.clone(),
+        env: a.env.clone(),
+        cwd: a.cwd.clone(),
+        user: a.user.clone(),
+        hostname: a.hostname.clone(),
+        memory: a.memory,
+        cpus: a.cpus,
+        pids: a.pids_limit,
+        ..Default::default()
+    };
+    // Everything is validated before anything is created.
+    let (bundle_dir, mut spec, lower) = match &a.bundle {
+        Some(b) => {
+            let spec = moat_sandbox::load_spec(b).map_err(anyhow::Error::new)?;
+            (b.clone(), spec, None)
+        }
+        None => {
+            let lower = match &a.rootfs {
+                Some(r) => r.clone(),
+                None => default_rootfs()?,
+            };
+            if o.hostname.is_none() {
+                o.hostname = Some(t.id.clone());
+            }
+            o.cgroups_path = Some(format!("/moat/{}", t.id));
+            (
+                cli.root.join(format!("{}.overlay", t.id)),
+                moat_sandbox::defaults::spec("/"),
+                Some(lower),
+            )
+        }
+    };
+    if a.bundle.is_none() && t.cmd.is_empty() {
+        bail!("no command to run: give one after `--` (e.g. moat run -- sh)");
+    }
+    spec::apply(&mut spec, &o).map_err(anyhow::Error::msg)?;
+    if moat_sandbox::Container::load(&cli.root, &t.id).is_ok() {
+        bail!(
+            "container {:?} already exists under {}: pick another id or delete it",
+            t.id,
+            cli.root.display()
+        );
+    }
+
+    // Private mounts first, while this process has one thread.
+    let overlay = match &lower {
+        Some(lower) => {
+            rootfs::enter_private_mount_namespace()?;
+            std::fs::create_dir_all(&cli.root)
+                .with_context(|| format!("creating {}", cli.root.display()))?;
+            let ov = Overlay::mount(lower, &bundle_dir)?;
+            set_root(&mut spec, ov.merged());
+            Some(ov)
+        }
+        None => None,
+    };
+
+    let backend = NsBackend::new(NsOptions {
+        root: cli.root.clone(),
+    })?;
+    let io = ProcessIo::Fds {
+        stdin: dup_std(0),
+        stdout: dup_std(1),
+        stderr: dup_std(2),
+    };
+    let instance: Arc<dyn Instance> = Arc::from(backend.create(ContainerConfig {
+        id: t.id.clone(),
+        bundle: bundle_dir,
+        spec,
+        io,
+        is_sandbox: false,
+    })?);
+    let result = run_created(instance.as_ref(), a.pid_file.as_deref(), &instance);
+    let deleted = instance.delete(None);
+    drop(instance);
+    drop(overlay);
+    let status = result?;
+    deleted?;
+    tracing::debug!("container exited: {status:?}");
+    Ok(status.code())
+}
+
+fn run_created(
+    inst: &dyn Instance,
+    pid_file: Option<&Path>,
+    shared: &Arc<dyn Instance>,
+) -> anyhow::Result<moat_backend::ExitStatus> {
+    if let Some(p) = pid_file {
+        oci::write_pid_file(p, inst.pid())?;
+    }
+    let _fwd = forward::Forwarder::start(shared.clone())?;
+    inst.start()?;
+    Ok(inst.wait(None)?)
+}
+
+fn has_overrides(a: &RunArgs) -> bool {
+    !a.env.is_empty()
+        || a.cwd.is_some()
+        || a.user.is_some()
+        || a.hostname.is_some()
+        || a.memory.is_some()
+        || a.cpus.is_some()
+        || a.pids_limit.is_some()
+}
+
+fn set_root(spec: &mut moat_sandbox::Spec, path: &Path) {
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_path(path.to_path_buf());
+    spec.set_root(Some(root));
+}
+
+/// A duplicate of our own fd `n`, or `None` (the container gets `/dev/null`) if it is closed.
+fn dup_std(n: i32) -> Option<OwnedFd> {
+    // SAFETY: borrowing a descriptor number only to duplicate it; validity is checked by fcntl.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(n) };
+    // SAFETY: F_GETFD only reads flags of a (possibly closed) fd.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) } < 0 {
+        return None;
+    }
+    fd.try_clone_to_owned().ok()
+}
+
+/// The default image's root file system, built and cached on first use.
+pub fn default_rootfs() -> anyhow::Result<PathBuf> {
+    let img = moat_artifacts::image::busybox()
+        .context("building the default busybox image (or pass --rootfs DIR / --bundle DIR)")?;
+    Ok(img.rootfs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["moat", "run"].iter().chain(args)).unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
+        r
+    }
+
+    #[test]
+    fn positional_words() {
+        let t = target(&run_args(&["--bundle", "b", "c1"]));
+        assert_eq!((t.id.as_str(), t.cmd.len()), ("c1", 0));
+        let t = target(&run_args(&["--bundle", "b", "c1", "--", "sh", "-c", "x"]));
+        assert_eq!(
+            (t.id.as_str(), t.cmd.as_slice()),
+            ("c1", &["sh", "-c", "x"].map(String::from)[..])
+        );
+        let t = target(&run_args(&["--bundle", "b", "sh", "-c", "x"]));
+        assert!(t.id.starts_with("moat-") && t.cmd.len() == 3);
+        let t = target(&run_args(&["--", "true"]));
+        assert_eq!(t.cmd, ["true"]);
+        let t = target(&run_args(&["--id", "x", "--bundle", "b", "true"]));
+        assert_eq!(
+            (t.id.as_str(), t.cmd.as_slice()),
+            ("x", &["true".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn unavailable_backends_say_so() {
+        let e = refuse_unavailable(BackendKind::Vm, &run_args(&["true"])).unwrap_err();
+        assert!(e.to_string().contains("issue 17"), "{e}");
+        let e = refuse_unavailable(BackendKind::Trace, &run_args(&["true"])).unwrap_err();
+        assert!(e.to_string().contains("issue 18"), "{e}");
+        let e =
+            refuse_unavailable(BackendKind::Ns, &run_args(&["--policy", "p", "true"])).unwrap_err();
+        assert!(e.to_string().contains("--policy"), "{e}");
+    }
+}
