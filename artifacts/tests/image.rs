@@ -233,4 +233,12 @@ fn runc_runs_a_bundle_over_the_shared_rootfs() {
         .arg(&bundle)
         .arg(&id));
     assert_eq!(out, "1\nroot\nread-only\n");
+    // The runtime wrote nothing into the shared rootfs: the cache entry still verifies.
+    let modified = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let again = build(tmp.path()).unwrap();
+    assert_eq!(
+        modified(&again.archive),
+        modified(&img.archive),
+        "cache entry was rebuilt"
+    );
 }
