@@ -135,6 +135,19 @@ pub trait Backend: Send + Sync {
     /// Tears down what the pod holds beyond its containers (the VM, sockets, images). Containers
     /// still running are killed. Idempotent.
     fn shutdown(&self) -> Result<()>;
+
+    /// Cleans up container `id` (bundle `bundle`) after the process that created it died without
+    /// deleting it — containerd runs the shim's `delete` in a fresh process when a shim was killed.
+    /// Kills what still runs of it and removes the backend's own state for it (cgroups, mounts,
+    /// state directories, VM sockets). Idempotent; an id this backend never knew is not an error.
+    ///
+    /// The shim already kills the init pid it recorded, empties the spec's cgroup and unmounts the
+    /// rootfs it mounted; this default does nothing more. Backends that keep more (a state
+    /// directory, a VMM) override it.
+    fn cleanup_orphan(&self, id: &str, bundle: &std::path::Path) -> Result<()> {
+        let _ = (id, bundle);
+        Ok(())
+    }
 }
 
 /// One container of a pod. Every method may be called from any thread.

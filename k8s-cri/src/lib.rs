@@ -326,8 +326,8 @@ impl Cri {
     }
 }
 
-/// A pod config with the fields containerd requires (name, uid, namespace) and host networking
-/// unless `network` is true.
+/// A pod config with the fields containerd requires (name, uid, namespace), on the host's network.
+/// Like kubelet for a host-network pod it sets no hostname: the pod has no UTS namespace of its own.
 pub fn pod_config(
     name: &str,
     uid: &str,
@@ -341,7 +341,7 @@ pub fn pod_config(
             namespace: namespace.into(),
             attempt: 0,
         }),
-        hostname: name.into(),
+        hostname: String::new(),
         log_directory: String::new(),
         annotations,
         linux: Some(v1::LinuxPodSandboxConfig {

@@ -1,20 +1,47 @@
 //! From a handler config to a running [`Backend`]: the one place that names the walls. Everything
 //! else in the shim talks to the trait only.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use moat_backend::check::HostFacts;
+use moat_backend::ns::{NsBackend, NsOptions};
 use moat_backend::{Backend, BackendKind};
+use sha2::{Digest, Sha256};
 
 use crate::config::HandlerConfig;
 use crate::error::{Error, Result};
 
-/// Opens the backend a (narrowed) handler config selects, for one pod.
-pub fn open(config: &HandlerConfig) -> Result<Arc<dyn Backend>> {
-    match config.backend {
-        kind @ (BackendKind::Ns | BackendKind::Vm | BackendKind::Trace) => {
-            Err(Error::Backend(moat_backend::Error::Unavailable(format!(
-                "the {kind} backend is not built into this containerd-shim-moat-v2 yet"
-            ))))
+/// Where backends keep per-container state: `/run/moat/shim/<containerd>/<namespace>`, where
+/// `<containerd>` is a short hash of containerd's address (a test's private containerd and the
+/// system's never share state).
+pub fn state_root(containerd_address: &str, namespace: &str) -> PathBuf {
+    let h = hex::encode(Sha256::digest(containerd_address.as_bytes()));
+    PathBuf::from("/run/moat/shim")
+        .join(&h[..16])
+        .join(namespace)
+}
+
+/// Whether this shim can run `kind` on this host; if not, why (one sentence).
+pub fn available(kind: BackendKind) -> std::result::Result<(), String> {
+    match kind {
+        BackendKind::Ns => {
+            let a = moat_backend::ns::check::availability(&HostFacts::probe());
+            if a.usable() { Ok(()) } else { Err(a.reason) }
         }
+        other => Err(format!(
+            "the {other} backend is not built into this containerd-shim-moat-v2 yet"
+        )),
+    }
+}
+
+/// Opens the backend a (narrowed) handler config selects, for one pod whose state lives under
+/// `root`.
+pub fn open(config: &HandlerConfig, root: PathBuf) -> Result<Arc<dyn Backend>> {
+    match config.backend {
+        BackendKind::Ns => Ok(Arc::new(NsBackend::new(NsOptions { root })?)),
+        other => Err(Error::Backend(moat_backend::Error::Unavailable(format!(
+            "the {other} backend is not built into this containerd-shim-moat-v2 yet"
+        )))),
     }
 }

@@ -9,7 +9,9 @@ use containerd_shim_protos::api::DeleteResponse;
 use protobuf::Message;
 
 use crate::args::Args;
+use crate::backends;
 use crate::cleanup;
+use crate::config::HandlerConfig;
 use crate::error::{Error, Result};
 use crate::events::timestamp;
 
@@ -19,7 +21,36 @@ pub fn run(args: &Args) -> Result<Vec<u8>> {
         Some(b) => b.clone(),
         None => std::env::current_dir().map_err(|e| Error::io("finding the bundle (cwd)", e))?,
     };
+    // The dead shim's socket: removed unless a live shim still answers on it.
+    if let Ok(addr) = crate::address::read_address_file(&bundle)
+        && !crate::address::can_connect(&addr)
+        && let Err(e) = crate::address::remove_socket(&addr)
+    {
+        tracing::warn!("{e}");
+    }
+    let state = crate::state::ShimState::read(&bundle).ok().flatten();
     let pid = cleanup::cleanup_bundle(&bundle, &args.id)?;
+    // Then whatever the backend keeps of its own.
+    if let Some(s) = state {
+        let config = match &s.config_path {
+            Some(p) => HandlerConfig::load(p).ok(),
+            None => Some(HandlerConfig::default_ns()),
+        };
+        let root = backends::state_root(&args.address, &args.namespace);
+        match config.map(|c| backends::open(&c, root.clone())) {
+            Some(Ok(b)) => {
+                if let Err(e) = b.cleanup_orphan(&args.id, &bundle) {
+                    tracing::warn!("backend cleanup of {}: {e}", args.id);
+                }
+            }
+            Some(Err(e)) => tracing::warn!("backend cleanup of {}: {e}", args.id),
+            None => tracing::warn!(
+                "handler config of {} is gone: backend state not cleaned",
+                args.id
+            ),
+        }
+        let _ = std::fs::remove_dir(&root);
+    }
     let mut r = DeleteResponse::new();
     r.pid = pid;
     r.exit_status = 128 + libc::SIGKILL as u32;

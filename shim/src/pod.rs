@@ -71,6 +71,8 @@ struct Inner {
 /// The pod.
 pub struct Pod {
     namespace: String,
+    /// Where the backend keeps per-container state.
+    state_root: PathBuf,
     publisher: Publisher,
     inner: Mutex<Inner>,
     /// Serializes `Create`, which may take long (a VM boot), without blocking other calls.
@@ -92,10 +94,17 @@ fn load_config(options: &RuntimeOptions) -> Result<(Option<PathBuf>, HandlerConf
 }
 
 impl Pod {
-    /// An empty pod. `shutdown` receives one message when the shim should exit.
-    pub fn new(namespace: &str, publisher: Publisher, shutdown: Sender<()>) -> Arc<Pod> {
+    /// An empty pod whose backend keeps its state under `state_root`. `shutdown` receives one
+    /// message when the shim should exit.
+    pub fn new(
+        namespace: &str,
+        state_root: PathBuf,
+        publisher: Publisher,
+        shutdown: Sender<()>,
+    ) -> Arc<Pod> {
         Arc::new(Pod {
             namespace: namespace.to_string(),
+            state_root,
             publisher,
             inner: Mutex::new(Inner {
                 backend: None,
@@ -159,7 +168,7 @@ impl Pod {
             }
             return Ok(b.clone());
         }
-        let b = crate::backends::open(config)?;
+        let b = crate::backends::open(config, self.state_root.clone())?;
         g.backend = Some(b.clone());
         g.config = Some((path.clone(), config.clone()));
         Ok(b)

@@ -100,7 +100,8 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let publisher = Publisher::start(&args.namespace, sink);
     let (tx, rx) = mpsc::channel();
-    let pod = Pod::new(&args.namespace, publisher.clone(), tx.clone());
+    let root = crate::backends::state_root(&args.address, &args.namespace);
+    let pod = Pod::new(&args.namespace, root.clone(), publisher.clone(), tx.clone());
     install_signals(tx)?;
 
     let service: Arc<dyn containerd_shim_protos::Task + Send + Sync> =
@@ -121,6 +122,11 @@ pub fn run(args: &Args) -> Result<()> {
     publisher.flush(Duration::from_secs(5));
     if let Some(a) = own_address {
         let _ = address::remove_socket(&a);
+    }
+    // The state root is shared by the namespace's pods: remove it (and its parent) only if empty.
+    let _ = std::fs::remove_dir(&root);
+    if let Some(parent) = root.parent() {
+        let _ = std::fs::remove_dir(parent);
     }
     tracing::info!("shim exiting");
     Ok(())

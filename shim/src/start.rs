@@ -93,10 +93,17 @@ pub fn run(args: &Args) -> Result<String> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
-        // SAFETY: dup2 is async-signal-safe; `fd` stays open in this process until spawn returns.
+        // SAFETY: dup2 and fcntl are async-signal-safe; `fd` stays open in this process until
+        // spawn returns.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 {
+                // dup2 onto itself would keep close-on-exec: clear the flag instead.
+                let rc = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if rc < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -1,0 +1,191 @@
+//! The shim through containerd's CRI plugin, as kubelet would drive it: one pod per moat handler,
+//! `ExecSync`, stats, two containers sharing the pod's shim, and pods surviving a containerd
+//! restart or a killed shim.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Handlers, containerd, eventually, host_kernel, shim_pids};
+use k8s_cri::{Cri, container_config, pod_config, v1};
+use moat_artifacts::image::BUSYBOX_REF;
+use moat_testkit::{Containerd, LeakCheck, skip_if};
+
+fn connect(ctd: &moat_testkit::Containerd) -> Cri {
+    Cri::connect(ctd.address()).unwrap()
+}
+
+/// Starts a pod on `handler` with one `sleep` container, under the harness's cgroup parent;
+/// returns (pod id, pod config, container id).
+fn start_pod(
+    cri: &mut Cri,
+    ctd: &Containerd,
+    handler: &str,
+    name: &str,
+) -> (String, v1::PodSandboxConfig, String) {
+    let mut cfg = pod_config(name, &format!("uid-{name}"), "default", HashMap::new());
+    if let Some(l) = cfg.linux.as_mut() {
+        l.cgroup_parent = ctd.cgroup_parent();
+    }
+    let pod = cri.run_pod_sandbox(cfg.clone(), handler).unwrap();
+    let c = cri
+        .create_container(
+            &pod,
+            container_config("app", BUSYBOX_REF, &["sleep", "1000"]),
+            cfg.clone(),
+        )
+        .unwrap();
+    cri.start_container(&c).unwrap();
+    (pod, cfg, c)
+}
+
+fn remove_pod(cri: &mut Cri, pod: &str) {
+    cri.stop_pod_sandbox(pod).unwrap();
+    cri.remove_pod_sandbox(pod).unwrap();
+}
+
+#[test]
+fn one_pod_per_handler_runs_exec_sync_and_reports_stats() {
+    skip_if!(moat_testkit::containerd::unavailable());
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = Handlers::write(dir.path());
+    if handlers.usable.is_empty() {
+        moat_testkit::skip!("no moat backend is usable here");
+    }
+    let leaks = LeakCheck::new();
+    let ctd = containerd(&handlers, true);
+    let mut cri = connect(&ctd);
+    for (kind, _) in &handlers.usable {
+        let (pod, cfg, c) = start_pod(&mut cri, &ctd, kind.handler(), &format!("pod-{kind}"));
+        let out = cri
+            .exec_sync(&c, &["uname", "-r"], Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(out.exit_code, 0, "{kind}: {out:?}");
+        let release = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if *kind != moat_backend::BackendKind::Vm {
+            assert_eq!(release, host_kernel(), "{kind} shares the host kernel");
+        } else {
+            assert_ne!(release, "", "{kind}");
+        }
+        let out = cri
+            .exec_sync(
+                &c,
+                &["sh", "-c", "echo err >&2; exit 5"],
+                Duration::from_secs(30),
+            )
+            .unwrap();
+        assert_eq!(
+            (out.exit_code, out.stderr.as_slice()),
+            (5, &b"err\n"[..]),
+            "{kind}"
+        );
+
+        let stats = cri.container_stats(&c).unwrap();
+        let mem = stats
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .map(|v| v.value);
+        assert!(mem.is_some_and(|m| m > 0), "{kind}: {mem:?}");
+
+        // A second container joins the pod's shim.
+        let c2 = cri
+            .create_container(
+                &pod,
+                container_config("side", BUSYBOX_REF, &["sleep", "1000"]),
+                cfg.clone(),
+            )
+            .unwrap();
+        cri.start_container(&c2).unwrap();
+        assert_eq!(shim_pids(&ctd).len(), 1, "{kind}: one shim per pod");
+        let st = cri.container_status(&c2).unwrap();
+        assert_eq!(
+            st.state,
+            v1::ContainerState::ContainerRunning as i32,
+            "{kind}"
+        );
+
+        cri.stop_container(&c2, 5).unwrap();
+        cri.remove_container(&c2).unwrap();
+        remove_pod(&mut cri, &pod);
+        assert!(
+            eventually(Duration::from_secs(10), || shim_pids(&ctd).is_empty()),
+            "{kind}: the shim exits once its pod is gone"
+        );
+    }
+    drop(cri);
+    let report = ctd.shutdown();
+    assert!(report.is_clean(), "{report:#?}");
+    leaks.assert_clean();
+}
+
+#[test]
+fn pods_survive_a_containerd_restart() {
+    skip_if!(moat_testkit::containerd::unavailable());
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = Handlers::write(dir.path());
+    let Some(kind) = handlers.usable.first().map(|(k, _)| *k) else {
+        moat_testkit::skip!("no moat backend is usable here");
+    };
+    let leaks = LeakCheck::new();
+    let mut ctd = containerd(&handlers, true);
+    let mut cri = connect(&ctd);
+    let (pod, _cfg, c) = start_pod(&mut cri, &ctd, kind.handler(), "durable");
+    drop(cri);
+    ctd.kill_daemon();
+    ctd.restart().unwrap();
+    let mut cri = connect(&ctd);
+    // The CRI plugin answers "not initialized" until it has reloaded its state.
+    let mut pods = Vec::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        cri.list_pod_sandbox().map(|p| pods = p).is_ok()
+    }));
+    let p = pods
+        .iter()
+        .find(|p| p.id == pod)
+        .expect("pod listed after restart");
+    assert_eq!(p.state, v1::PodSandboxState::SandboxReady as i32);
+    let out = cri
+        .exec_sync(&c, &["echo", "alive"], Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(out.stdout, b"alive\n");
+    remove_pod(&mut cri, &pod);
+    assert!(eventually(Duration::from_secs(10), || shim_pids(&ctd).is_empty()));
+    drop(cri);
+    let report = ctd.shutdown();
+    assert!(report.is_clean(), "{report:#?}");
+    leaks.assert_clean();
+}
+
+#[test]
+fn killed_shim_ends_the_pod_and_remove_cleans_up() {
+    skip_if!(moat_testkit::containerd::unavailable());
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = Handlers::write(dir.path());
+    let Some(kind) = handlers.usable.first().map(|(k, _)| *k) else {
+        moat_testkit::skip!("no moat backend is usable here");
+    };
+    let leaks = LeakCheck::new();
+    let ctd = containerd(&handlers, true);
+    let mut cri = connect(&ctd);
+    let (pod, _cfg, c) = start_pod(&mut cri, &ctd, kind.handler(), "victim");
+    let shims = shim_pids(&ctd);
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    // SAFETY: kill has no memory arguments; the pid is the shim this test's pod runs in.
+    unsafe { libc::kill(shims[0] as i32, libc::SIGKILL) };
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            cri.container_status(&c)
+                .is_ok_and(|s| s.state == v1::ContainerState::ContainerExited as i32)
+        }),
+        "the container never reported an exit:\n{}",
+        ctd.log_tail(40)
+    );
+    cri.remove_container(&c).unwrap();
+    remove_pod(&mut cri, &pod);
+    drop(cri);
+    let report = ctd.shutdown();
+    assert!(report.is_clean(), "{report:#?}");
+    leaks.assert_clean();
+}
