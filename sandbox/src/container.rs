@@ -234,6 +234,11 @@ impl Container {
         // SAFETY: a valid path; mode as runc's.
         cvt(unsafe { libc::mkfifo(fifo.as_ptr(), 0o622) })
             .ctx(|| format!("creating {}", dir.join(FIFO).display()))?;
+        // Exactly 0622 whatever the umask: the init may run as another (mapped) uid when it opens
+        // it, and only writes to it.
+        // SAFETY: a valid path.
+        cvt(unsafe { libc::chmod(fifo.as_ptr(), 0o622) })
+            .ctx(|| format!("chmod {}", dir.join(FIFO).display()))?;
         let resources = resources_with_devices(spec);
         let cgroup = Cgroup::create(layout, relative, resources.as_ref())?;
         let result = (|| {

@@ -83,7 +83,8 @@ pub(super) fn enable_controllers(root: &Path, rel: &Path, need: &[(String, Strin
     let mut dir = root.to_path_buf();
     let comps: Vec<_> = rel.components().collect();
     for (i, c) in comps.iter().enumerate() {
-        let enabled = read(&dir, "cgroup.subtree_control")?;
+        // (Always there on cgroupfs; a missing file reads as "nothing enabled".)
+        let enabled = read(&dir, "cgroup.subtree_control").unwrap_or_default();
         let enabled: Vec<&str> = enabled.split_whitespace().collect();
         let add: Vec<String> = need
             .iter()

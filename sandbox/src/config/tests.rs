@@ -37,19 +37,29 @@ fn default_spec_builds() {
     assert_eq!(r.masked.len(), 11);
     assert_eq!(r.propagation, libc::MS_SLAVE);
     assert!(!built.init.new_userns);
-    assert_eq!(built.ns.clone_flags & libc::CLONE_NEWPID, libc::CLONE_NEWPID);
+    assert_eq!(
+        built.ns.clone_flags & libc::CLONE_NEWPID,
+        libc::CLONE_NEWPID
+    );
 }
 
 #[test]
 fn parse_errors_name_the_field() {
     let json = r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"bogus"}]}}"#;
     let e = parse(json.as_bytes()).unwrap_err().to_string();
-    assert!(e.contains("linux.namespaces[1].type") && e.contains("bogus"), "{e}");
-    let e = parse(r#"{"ociVersion": 1}"#.as_bytes()).unwrap_err().to_string();
+    assert!(
+        e.contains("linux.namespaces[1].type") && e.contains("bogus"),
+        "{e}"
+    );
+    let e = parse(r#"{"ociVersion": 1}"#.as_bytes())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("ociVersion"), "{e}");
     let e = parse("{".as_bytes()).unwrap_err().to_string();
     assert!(e.contains("config.json"), "{e}");
-    let e = load(Path::new("/nonexistent-bundle")).unwrap_err().to_string();
+    let e = load(Path::new("/nonexistent-bundle"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent-bundle/config.json"), "{e}");
 }
 
@@ -66,7 +76,12 @@ fn refusals() {
     s.set_hostname(Some("h".into()));
     let mut l = s.linux().clone().unwrap();
     l.set_namespaces(Some(
-        l.namespaces().clone().unwrap().into_iter().filter(|n| n.typ() != LinuxNamespaceType::Uts).collect(),
+        l.namespaces()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.typ() != LinuxNamespaceType::Uts)
+            .collect(),
     ));
     s.set_linux(Some(l));
     assert!(err(&s, dir).contains("hostname: needs a UTS namespace"));
@@ -76,10 +91,15 @@ fn refusals() {
     l.set_sysctl(Some([("kernel.panic".to_string(), "1".to_string())].into()));
     s.set_linux(Some(l.clone()));
     assert!(err(&s, dir).contains("linux.sysctl.kernel.panic"));
-    l.set_sysctl(Some([("net.ipv4.ip_forward".to_string(), "1".to_string())].into()));
+    l.set_sysctl(Some(
+        [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+    ));
     s.set_linux(Some(l.clone()));
     let built = build(&s, dir).unwrap();
-    assert_eq!(built.init.sysctls[0].0, Path::new("/proc/sys/net/ipv4/ip_forward"));
+    assert_eq!(
+        built.init.sysctls[0].0,
+        Path::new("/proc/sys/net/ipv4/ip_forward")
+    );
     l.set_sysctl(Some([("net/../../x".to_string(), "1".to_string())].into()));
     s.set_linux(Some(l));
     assert!(err(&s, dir).contains("not a sysctl name"));

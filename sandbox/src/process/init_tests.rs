@@ -4,8 +4,8 @@ use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
-use super::init::{Parent, finish, setup};
 use super::InitPlan;
+use super::init::{Parent, finish, setup};
 use crate::config;
 use crate::defaults;
 use crate::rootfs::StepResult;
@@ -43,7 +43,12 @@ fn plan(edit: impl FnOnce(&mut oci_spec::runtime::Spec)) -> (tempfile::TempDir, 
     s.set_hostname(Some("box".into()));
     edit(&mut s);
     let mut built = config::build(&s, t.path()).unwrap();
-    built.init.process.extra_seccomp = vec![vec![seccompiler::sock_filter { code: 6, jt: 0, jf: 0, k: 0x7fff_0000 }]];
+    built.init.process.extra_seccomp = vec![vec![seccompiler::sock_filter {
+        code: 6,
+        jt: 0,
+        jf: 0,
+        k: 0x7fff_0000,
+    }]];
     (t, built.init)
 }
 
@@ -98,7 +103,11 @@ fn init_order() {
         "execve",
     ];
     let idx: Vec<usize> = order.iter().map(|p| pos(&calls, p)).collect();
-    assert!(idx.windows(2).all(|w| w[0] < w[1]), "{:?}\n{calls:#?}", order.iter().zip(&idx).collect::<Vec<_>>());
+    assert!(
+        idx.windows(2).all(|w| w[0] < w[1]),
+        "{:?}\n{calls:#?}",
+        order.iter().zip(&idx).collect::<Vec<_>>()
+    );
     // The spec's filter, then the extra one, then execve: nothing else after the first filter.
     let first = pos(&calls, "seccomp");
     assert!(calls[first].starts_with("seccomp ") && calls[first + 1] == "seccomp 1 0");
@@ -118,7 +127,14 @@ fn without_no_new_privs_sys_admin_is_kept_until_exec() {
     });
     let calls = run(&plan);
     assert!(!calls.iter().any(|c| c == "no_new_privs"));
-    assert_eq!(calls[pos(&calls, "capset")], format!("capset {:#x} {:#x} 0x0", 0xa80425fbu64 | 1 << 21, 0xa80425fbu64 | 1 << 21));
+    assert_eq!(
+        calls[pos(&calls, "capset")],
+        format!(
+            "capset {:#x} {:#x} 0x0",
+            0xa80425fbu64 | 1 << 21,
+            0xa80425fbu64 | 1 << 21
+        )
+    );
 }
 
 #[test]
@@ -134,7 +150,10 @@ fn user_namespace_waits_for_maps_first_and_terminal_follows_pivot() {
     setup(&r, &plan, &mut FakeParent(log.clone())).unwrap();
     let calls = r.calls.borrow();
     assert_eq!(log.borrow()[0], "parent wait_id_maps");
-    assert_eq!(&calls[..2], &["setresgid 0".to_string(), "setresuid 0".to_string()]);
+    assert_eq!(
+        &calls[..2],
+        &["setresgid 0".to_string(), "setresuid 0".to_string()]
+    );
     let pivot = pos(&calls, "pivot_root");
     let pty = pos(&calls, "open_pty");
     let console = pos(&calls, "mount /dev/pts/7 /dev/console");

@@ -72,6 +72,9 @@ pub fn mkdir_all(path: &Path) -> io::Result<()> {
 
 /// Makes sure an (empty) file exists at `path`, creating its parents.
 pub fn touch(path: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
     if let Some(parent) = path.parent() {
         mkdir_all(parent)?;
     }

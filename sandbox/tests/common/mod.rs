@@ -48,10 +48,14 @@ pub fn rootfs() -> &'static Path {
                 "lib64",
                 "lib/x86_64-linux-gnu",
                 "mnt",
+                "run",
             ] {
                 std::fs::create_dir_all(r.join(d)).unwrap();
             }
             std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+            // Mount targets exist already, so a user-namespaced root (which cannot write here)
+            // can mount on them.
+            std::fs::write(r.join("usr/bin/moat-probe"), "").unwrap();
             let list = std::process::Command::new("/bin/busybox")
                 .arg("--list")
                 .output()
@@ -99,7 +103,7 @@ fn bind(src: &Path, dest: &str) -> Mount {
 }
 
 /// containerd's default spec over the shared rootfs, running `args`, hostname `moat-test`,
-/// cgroup `/moat-test/<id>`, with the probe and the host's libraries bound in (read-only).
+/// cgroup `/moat-test-<id>`, with the probe and the host's libraries bound in (read-only).
 pub fn spec(id: &str, args: &[&str]) -> Spec {
     let mut spec = defaults::spec(rootfs().to_str().unwrap());
     let mut p = spec.process().clone().unwrap();
@@ -115,7 +119,7 @@ pub fn spec(id: &str, args: &[&str]) -> Spec {
     ));
     spec.set_mounts(Some(mounts));
     let mut linux = spec.linux().clone().unwrap();
-    linux.set_cgroups_path(Some(format!("/moat-test/{id}").into()));
+    linux.set_cgroups_path(Some(format!("/moat-test-{id}").into()));
     spec.set_linux(Some(linux));
     spec
 }
@@ -231,7 +235,12 @@ pub fn run(id: &str, spec: Spec) -> Output {
     let c = env
         .create(id, spec, stdio)
         .unwrap_or_else(|e| panic!("create {id}: {e}"));
-    c.start().unwrap();
+    if let Err(e) = c.start() {
+        let pid = c.pid();
+        c.delete(true).unwrap();
+        wait(pid);
+        panic!("start {id}: {e}; container output: {:?}", cap.finish());
+    }
     let exit = wait(c.pid());
     let oom_kills = c.oom_kills();
     let cgroup_dirs: Vec<PathBuf> = c.cgroup().dirs.iter().map(|d| d.path.clone()).collect();
@@ -246,5 +255,31 @@ pub fn run(id: &str, spec: Spec) -> Output {
         stdout,
         stderr,
         oom_kills,
+    }
+}
+
+/// Force-deletes a container when dropped (a failed assertion must not leak a running one).
+pub struct Cleanup {
+    root: PathBuf,
+    id: String,
+}
+
+impl Cleanup {
+    pub fn new(env: &Env, id: &str) -> Cleanup {
+        Cleanup {
+            root: env.root.path().to_path_buf(),
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(c) = Container::load(&self.root, &self.id) {
+            let pid = c.pid();
+            let _ = c.delete(true);
+            // SAFETY: reaping our own child if it is one; harmless otherwise.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        }
     }
 }
