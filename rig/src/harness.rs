@@ -11,7 +11,7 @@
 //! ```
 //!
 //! In the rig case the current test binary is run again under the rig as
-//! `<test exe> --exact <test name> --nocapture --test-threads=1`; inside, [`script::MARKER`] is set,
+//! `<test exe> --exact <test name> --include-ignored --nocapture --test-threads=1`; inside, [`script::MARKER`] is set,
 //! so the same call runs the body. The nested run must report `1 passed`; its output is printed
 //! through the test harness's capture. The test name is the libtest thread's name, so this must be
 //! called on the test's own thread.
@@ -19,6 +19,7 @@
 //! Environment: `MOAT_RIG_TIMEOUT` (seconds, default 600) bounds the nested run. moat's cache
 //! directory is shared writable with L1, so artifacts built inside persist.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use moat_host::kvm::Flavour;
@@ -87,8 +88,16 @@ fn rerun_in_rig() {
         Err(e) => panic!("cannot find the current test executable: {e}"),
     };
     let mut cfg = RunConfig::new([exe.into_os_string()]);
-    cfg.cmd
-        .extend(["--exact", &name, "--nocapture", "--test-threads=1"].map(Into::into));
+    cfg.cmd.extend(
+        [
+            "--exact",
+            &name,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ]
+        .map(Into::into),
+    );
     let secs = std::env::var("MOAT_RIG_TIMEOUT")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -98,6 +107,11 @@ fn rerun_in_rig() {
     if std::fs::create_dir_all(&cache).is_ok() {
         cfg.rw.push(cache);
     }
+    // One L1 at a time per test process: each keeps a core busy, and parallel ones only slow each other.
+    static ONE_L1: Mutex<()> = Mutex::new(());
+    let _l1 = ONE_L1
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let started = Instant::now();
     let result = run::run(

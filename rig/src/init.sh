@@ -44,7 +44,7 @@ done
 if [ -z "$ctl" ] || [ -z "$out" ] || [ -z "$err" ]; then
 	echo "moat-rig init: virtio-serial ports missing (modules that failed:$failed)" >/dev/console
 	$B cat /tmp/insmod.err >/dev/console 2>/dev/null
-	$B poweroff -f
+	$B reboot -f
 fi
 exec 3>"$ctl"
 echo "booted $t0 $t1" >&3
@@ -52,7 +52,7 @@ echo "booted $t0 $t1" >&3
 die() {
 	echo "$1 $2" >&3
 	$B sync
-	$B poweroff -f
+	$B reboot -f
 	exit 1
 }
 oneline() { $B tr '\n' ' ' <"$1" 2>/dev/null; }
@@ -92,4 +92,4 @@ $B ip link set lo up
 $B env -i $B chroot $r /bin/sh "$RIG_RUN" </dev/null >"$out" 2>"$err" 3>&-
 echo "exit $?" >&3
 $B sync
-$B poweroff -f
+$B reboot -f

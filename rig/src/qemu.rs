@@ -15,6 +15,9 @@ pub fn binary() -> OsString {
         .unwrap_or_else(|| OsString::from("qemu-system-x86_64"))
 }
 
+/// The environment variable with further kernel arguments for L1 (for debugging the rig).
+pub const KERNEL_ARGS_ENV: &str = "MOAT_RIG_KERNEL_ARGS";
+
 /// Kernel command line of L1. `panic=-1` with `-no-reboot` turns a panic into QEMU exiting; `oops=panic`
 /// makes an oops do the same instead of leaving a half-broken L1; the RTC probe costs 3.5 s under TCG.
 pub const CMDLINE: &str = "console=ttyS0 rdinit=/init panic=-1 oops=panic loglevel=7 \
@@ -83,7 +86,14 @@ impl Machine {
         push("-kernel", self.kernel.to_string_lossy().into_owned());
         push("-initrd", self.initrd.to_string_lossy().into_owned());
         let loglevel = if self.verbose { 7 } else { 4 };
-        push("-append", format!("{CMDLINE} loglevel={loglevel}"));
+        let mut cmdline = format!("{CMDLINE} loglevel={loglevel}");
+        if let Some(extra) = std::env::var(KERNEL_ARGS_ENV)
+            .ok()
+            .filter(|a| !a.is_empty())
+        {
+            cmdline = format!("{cmdline} {extra}");
+        }
+        push("-append", cmdline);
         push(
             "-chardev",
             format!("file,id=con,path={}", esc(&self.console_log)),

@@ -122,7 +122,10 @@ fn runs_cmd_in_l1_and_passes_output_env_cwd_and_status() {
     assert_eq!(lines[3], "1 passed");
     assert_eq!(lines[4], "hello");
     assert_eq!(lines[5], "read-only");
-    assert_eq!(lines[6], "devices", "/dev/kvm and /dev/net/tun (--module tun)");
+    assert_eq!(
+        lines[6], "devices",
+        "/dev/kvm and /dev/net/tun (--module tun)"
+    );
     assert!(stderr(&out).contains("to-stderr"), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("moat-rig: timings: L1 boot"),
