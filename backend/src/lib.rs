@@ -24,6 +24,7 @@ mod error;
 mod kind;
 pub mod ns;
 pub mod reaper;
+pub mod trace;
 
 pub use error::{Error, Result};
 pub use kind::BackendKind;

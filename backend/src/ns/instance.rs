@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use moat_sandbox::{Container, ExecOptions};
 
-use super::{map_err, sandbox_stdio};
+use super::{Supervise, map_err, sandbox_stdio};
 use crate::reaper::{self, Watch};
 use crate::{Error, ExecConfig, ExitStatus, Instance, LinuxResources, Result, Stats};
 
@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     console: Mutex<Option<OwnedFd>>,
     console_resize: Option<OwnedFd>,
     execs: Mutex<HashMap<String, ExecProc>>,
+    /// The trace wall's supervisor hook, attached to every exec'd process too.
+    supervise: Option<Arc<dyn Supervise>>,
 }
 
 fn dup(fd: &Option<OwnedFd>) -> Option<OwnedFd> {
@@ -54,8 +56,15 @@ fn reaper_err(what: &str, e: reaper::Error) -> Error {
 }
 
 impl Inner {
-    pub(crate) fn new(id: String, c: Container, init: Watch, console: Option<OwnedFd>) -> Self {
+    pub(crate) fn new(
+        id: String,
+        c: Container,
+        init: Watch,
+        console: Option<OwnedFd>,
+        supervise: Option<Arc<dyn Supervise>>,
+    ) -> Self {
         Self {
+            supervise,
             id,
             container: Mutex::new(Some(c)),
             init,
@@ -234,12 +243,14 @@ impl Instance for NsInstance {
                 config.exec_id, self.inner.id
             )));
         }
-        let p = self.inner.with_container(|c| {
+        let sup = self.inner.supervise.clone();
+        let mut p = self.inner.with_container(|c| {
             c.exec(
                 &config.process,
                 ExecOptions {
                     stdio: sandbox_stdio(config.io),
-                    ..Default::default()
+                    extra_seccomp: sup.as_ref().map(|s| s.extra_seccomp()).unwrap_or_default(),
+                    hold: sup.is_some(),
                 },
             )
             .map_err(|e| map_err(&format!("exec in container {:?}", self.inner.id), e))
@@ -248,6 +259,13 @@ impl Instance for NsInstance {
         let watch = reaper
             .watch(pid)
             .map_err(|e| Error::internal(format!("watching exec {:?}", config.exec_id), e))?;
+        if let Some(s) = &sup {
+            // Held before its execve: supervise it, then let it go (dropping `p` unreleased
+            // makes it exit, and the reaper collects it).
+            s.attach(pid, &format!("exec {:?}", config.exec_id))?;
+            p.release()
+                .map_err(|e| map_err(&format!("exec in container {:?}", self.inner.id), e))?;
+        }
         execs.insert(
             config.exec_id,
             ExecProc {

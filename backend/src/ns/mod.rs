@@ -41,6 +41,18 @@ impl Default for NsOptions {
 pub struct NsBackend {
     opts: NsOptions,
     live: Arc<Mutex<HashMap<String, Arc<Inner>>>>,
+    supervise: Option<Arc<dyn Supervise>>,
+}
+
+/// What the trace wall adds to ns containers: a seccomp filter installed last, right before
+/// `execve`, and a supervisor attached to every process (init and exec'd) while it is held before
+/// that `execve`, so it never runs user code unsupervised.
+pub(crate) trait Supervise: Send + Sync + std::fmt::Debug {
+    /// Filters installed after the spec's seccomp profile.
+    fn extra_seccomp(&self) -> Vec<moat_sandbox::BpfProgram>;
+    /// Attaches a supervisor to `pid` (held before its `execve`); returns once it is attached.
+    /// `what` names the process in errors.
+    fn attach(&self, pid: u32, what: &str) -> Result<()>;
 }
 
 impl NsBackend {
@@ -50,7 +62,15 @@ impl NsBackend {
         Ok(Self {
             opts,
             live: Arc::default(),
+            supervise: None,
         })
+    }
+
+    /// A backend whose every process runs under `supervise` (the trace wall).
+    pub(crate) fn with_supervisor(opts: NsOptions, supervise: Arc<dyn Supervise>) -> Result<Self> {
+        let mut b = Self::new(opts)?;
+        b.supervise = Some(supervise);
+        Ok(b)
     }
 
     /// The state root.
@@ -114,7 +134,11 @@ impl Backend for NsBackend {
             bundle: config.bundle,
             spec: config.spec,
             stdio: sandbox_stdio(config.io),
-            extra_seccomp: Vec::new(),
+            extra_seccomp: self
+                .supervise
+                .as_ref()
+                .map(|s| s.extra_seccomp())
+                .unwrap_or_default(),
         })
         .map_err(|e| map_err(&format!("creating container {id}"), e))?;
         let pid = container.pid() as u32;
@@ -131,8 +155,22 @@ impl Backend for NsBackend {
                 return Err(Error::internal(format!("watching container {id}"), e));
             }
         };
+        if let Some(s) = &self.supervise
+            && let Err(e) = s.attach(pid, &format!("container {id}"))
+        {
+            let _ = init.signal(libc::SIGKILL);
+            let _ = init.wait_timeout(std::time::Duration::from_secs(10));
+            let _ = container.delete(true);
+            return Err(e);
+        }
         let console = container.take_console();
-        let inner = Arc::new(Inner::new(id.clone(), container, init, console));
+        let inner = Arc::new(Inner::new(
+            id.clone(),
+            container,
+            init,
+            console,
+            self.supervise.clone(),
+        ));
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
