@@ -18,12 +18,15 @@ pub const PVH_MEMMAP_START: u64 = 0x7000;
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer for the 64-bit Linux entry.
 pub const BOOT_STACK_POINTER: u64 = 0x8ff0;
-/// Identity page tables for the first 1 GiB: PML4, PDPT, PD (2 MiB pages).
+/// Identity page tables for the first 4 GiB (RAM and the device hole): PML4, PDPT, 4 PDs of
+/// 2 MiB pages.
 pub const PML4_START: u64 = 0x9000;
 /// Page directory pointer table.
 pub const PDPTE_START: u64 = 0xa000;
-/// Page directory.
+/// The four page directories (0xb000..0xf000).
 pub const PDE_START: u64 = 0xb000;
+/// Number of page directories (GiB identity-mapped).
+pub const PDE_COUNT: u64 = 4;
 /// Kernel command line.
 pub const CMDLINE_START: u64 = 0x20000;
 /// Longest command line the VMM writes (including the NUL).

@@ -103,18 +103,23 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap, protocol: BootProtocol) -> Resul
     mem.write_obj(0u64, GuestAddress(layout::BOOT_IDT_START))
         .map_err(|_| Error::Memory("IDT"))?;
     if protocol == BootProtocol::Linux64 {
-        // PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = 2 MiB page i: identity map of the first GiB.
+        // PML4[0] -> PDPT, PDPT[g] -> PD g, PD g[i] = 2 MiB page: identity map of the first 4 GiB
+        // (so early code reaches the devices below 4 GiB too).
+        let err = |_| Error::Memory("page tables");
         mem.write_obj(layout::PDPTE_START | 0x3, GuestAddress(layout::PML4_START))
-            .map_err(|_| Error::Memory("page tables"))?;
-        mem.write_obj(layout::PDE_START | 0x3, GuestAddress(layout::PDPTE_START))
-            .map_err(|_| Error::Memory("page tables"))?;
-        let mut pd = [0u64; 512];
-        for (i, e) in pd.iter_mut().enumerate() {
-            *e = ((i as u64) << 21) | 0x83;
+            .map_err(err)?;
+        let mut pdpt = Vec::new();
+        let mut pds = Vec::new();
+        for g in 0..layout::PDE_COUNT {
+            pdpt.extend_from_slice(&((layout::PDE_START + g * 0x1000) | 0x3).to_le_bytes());
+            for i in 0..512u64 {
+                pds.extend_from_slice(&(((g << 30) | (i << 21)) | 0x83).to_le_bytes());
+            }
         }
-        let bytes: Vec<u8> = pd.iter().flat_map(|e| e.to_le_bytes()).collect();
-        mem.write_slice(&bytes, GuestAddress(layout::PDE_START))
-            .map_err(|_| Error::Memory("page tables"))?;
+        mem.write_slice(&pdpt, GuestAddress(layout::PDPTE_START))
+            .map_err(err)?;
+        mem.write_slice(&pds, GuestAddress(layout::PDE_START))
+            .map_err(err)?;
     }
     Ok(())
 }
@@ -178,13 +183,22 @@ mod tests {
     }
 
     #[test]
-    fn long_mode_tables_identity_map_the_first_gib() {
+    fn long_mode_tables_identity_map_the_first_4_gib() {
         let m = mem();
         write_boot_tables(&m, BootProtocol::Linux64).unwrap();
         let pml4: u64 = m.read_obj(GuestAddress(layout::PML4_START)).unwrap();
         assert_eq!(pml4, layout::PDPTE_START | 3);
         let pd5: u64 = m.read_obj(GuestAddress(layout::PDE_START + 5 * 8)).unwrap();
         assert_eq!(pd5, (5 << 21) | 0x83);
+        // 0xd000_0000 (the first virtio device) = GiB 3, entry 128.
+        let pdpt3: u64 = m
+            .read_obj(GuestAddress(layout::PDPTE_START + 3 * 8))
+            .unwrap();
+        assert_eq!(pdpt3, (layout::PDE_START + 0x3000) | 3);
+        let e: u64 = m
+            .read_obj(GuestAddress(layout::PDE_START + 0x3000 + 128 * 8))
+            .unwrap();
+        assert_eq!(e, 0xd000_0000 | 0x83);
         let mut s = kvm_sregs::default();
         boot_sregs(&mut s, BootProtocol::Linux64);
         assert_eq!(s.cr3, layout::PML4_START);

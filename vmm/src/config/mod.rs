@@ -11,10 +11,9 @@ use serde::{Deserialize, Serialize};
 pub use validate::validate;
 
 /// The kernel command line used when none is given: serial console, keyboard-controller reset as
-/// the power-off path, reboot at once on panic (the VMM sees it on the console and exits non-zero),
-/// no PCI probing, no RTC probe.
-pub const DEFAULT_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=-1 pci=off nomodule i8042.noaux initcall_blacklist=cmos_init";
+/// the power-off path (the agent announces it on the boot-timer port first), reset at once on panic
+/// (the VMM sees the panic on the console, or the missing announcement, and exits non-zero).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 
 /// Errors reading or checking a configuration. Each says what to fix.
 #[derive(Debug, thiserror::Error)]

@@ -69,6 +69,8 @@ pub struct Control {
     exit_evt: EventFd,
     reason: Mutex<Option<ExitReason>>,
     panic_line: Mutex<Option<String>>,
+    poweroff_byte_expected: AtomicBool,
+    poweroff_armed: AtomicBool,
     paused: Mutex<bool>,
     resumed: Condvar,
     pause_requested: AtomicBool,
@@ -96,6 +98,8 @@ impl Control {
             exit_evt: EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?,
             reason: Mutex::new(None),
             panic_line: Mutex::new(None),
+            poweroff_byte_expected: AtomicBool::new(false),
+            poweroff_armed: AtomicBool::new(false),
             paused: Mutex::new(false),
             resumed: Condvar::new(),
             pause_requested: AtomicBool::new(false),
@@ -123,12 +127,32 @@ impl Control {
         }
     }
 
-    /// Asks the VM to end. The first reason wins; a power-off after a panic line is a panic.
+    /// Says that the guest announces a deliberate power-off on the boot-timer port
+    /// (`moat_abi::BOOT_POWEROFF_MAGIC`), so a reset without that byte is a failure.
+    pub fn expect_poweroff_byte(&self) {
+        self.poweroff_byte_expected.store(true, Ordering::Release);
+    }
+
+    /// The guest wrote the power-off byte: its next reset is a clean power-off.
+    pub fn arm_poweroff(&self) {
+        self.poweroff_armed.store(true, Ordering::Release);
+    }
+
+    /// Asks the VM to end. The first reason wins. A reset (`PowerOff`) after a kernel panic line is
+    /// that panic; without the power-off byte (when one is expected) it is a failure too.
     pub fn request_exit(&self, reason: ExitReason) {
         let reason = match reason {
             ExitReason::PowerOff | ExitReason::Halted => {
-                match self.panic_line.lock().ok().and_then(|p| p.clone()) {
+                let panic = self.panic_line.lock().ok().and_then(|p| p.clone());
+                let unannounced = reason == ExitReason::PowerOff
+                    && self.poweroff_byte_expected.load(Ordering::Acquire)
+                    && !self.poweroff_armed.load(Ordering::Acquire);
+                match panic {
                     Some(line) => ExitReason::GuestPanic(line),
+                    None if unannounced => ExitReason::GuestPanic(
+                        "the guest reset the VM without announcing a power-off                          (a kernel panic with the console off, or a reboot)"
+                            .into(),
+                    ),
                     None => reason,
                 }
             }
@@ -240,6 +264,26 @@ mod tests {
         );
         assert_eq!(r.code(), EXIT_GUEST_PANIC);
         assert_eq!(c.exit_evt().read().unwrap(), 2);
+    }
+
+    #[test]
+    fn reset_needs_the_poweroff_byte_when_one_is_expected() {
+        let c = Control::new(Instant::now()).unwrap();
+        c.expect_poweroff_byte();
+        c.request_exit(ExitReason::PowerOff);
+        assert_eq!(c.exit_reason().unwrap().code(), EXIT_GUEST_PANIC);
+        let c = Control::new(Instant::now()).unwrap();
+        c.expect_poweroff_byte();
+        c.arm_poweroff();
+        c.request_exit(ExitReason::PowerOff);
+        assert_eq!(c.exit_reason(), Some(ExitReason::PowerOff));
+        let c = Control::new(Instant::now()).unwrap();
+        c.request_exit(ExitReason::PowerOff);
+        assert_eq!(
+            c.exit_reason(),
+            Some(ExitReason::PowerOff),
+            "no boot timer: plain reset"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The boot-timer port (`moat_abi::BOOT_TIMER_PORT`): the guest agent writes
 //! `moat_abi::BOOT_READY_MAGIC` once it is ready, and the VMM records the time since its own
-//! process started. That number is the boot time `moat bench` reports.
+//! process started; right before a deliberate power-off it writes `moat_abi::BOOT_POWEROFF_MAGIC`,
+//! which tells the VMM that the reset that follows is a clean power-off, not a panic.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,8 +20,10 @@ pub struct BootTimer {
 }
 
 impl BootTimer {
-    /// A timer reporting into `metrics`.
+    /// A timer reporting into `metrics`. With it on the bus, a reset not announced through it is
+    /// treated as a guest failure.
     pub fn new(control: Arc<Control>, metrics: Arc<Metrics>) -> Self {
+        control.expect_poweroff_byte();
         Self { control, metrics }
     }
 }
@@ -31,7 +34,14 @@ impl BusDevice for BootTimer {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset != 0 || data.first() != Some(&moat_abi::BOOT_READY_MAGIC) {
+        if offset != 0 {
+            return;
+        }
+        if data.first() == Some(&moat_abi::BOOT_POWEROFF_MAGIC) {
+            self.control.arm_poweroff();
+            return;
+        }
+        if data.first() != Some(&moat_abi::BOOT_READY_MAGIC) {
             return;
         }
         let us = self.control.started().elapsed().as_micros() as u64;
@@ -67,5 +77,15 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         t.write(0, &[moat_abi::BOOT_READY_MAGIC]);
         assert_eq!(m.boot_ready_us.load(Ordering::Relaxed), first);
+    }
+
+    #[test]
+    fn poweroff_byte_makes_the_reset_clean() {
+        use crate::vstate::control::ExitReason;
+        let c = Arc::new(Control::new(Instant::now()).unwrap());
+        let mut t = BootTimer::new(c.clone(), Arc::new(Metrics::default()));
+        t.write(0, &[moat_abi::BOOT_POWEROFF_MAGIC]);
+        c.request_exit(ExitReason::PowerOff);
+        assert_eq!(c.exit_reason(), Some(ExitReason::PowerOff));
     }
 }
