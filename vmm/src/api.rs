@@ -46,7 +46,15 @@ pub struct Target {
 }
 
 impl Target {
-    /// Answers one command.
+    /// What happens once the answer to `line` was sent.
+    pub fn after(&self, line: &str) {
+        if line.trim() == "stop" {
+            self.control.request_exit(ExitReason::Stopped);
+        }
+    }
+
+    /// Answers one command. `stop` only answers; [`Target::after`] then ends the VM, so the
+    /// answer is on its way before the process exits.
     pub fn handle(&self, line: &str) -> Value {
         match line.trim() {
             "ping" => json!({"ok": true}),
@@ -66,10 +74,7 @@ impl Target {
                 self.control.resume();
                 json!({"ok": true})
             }
-            "stop" => {
-                self.control.request_exit(ExitReason::Stopped);
-                json!({"ok": true})
-            }
+            "stop" => json!({"ok": true}),
             other => json!({
                 "ok": false,
                 "error": format!("unknown command '{other}': use ping, metrics, pause, resume or stop")
@@ -134,8 +139,11 @@ fn serve_one(stream: UnixStream, target: &Target) {
             Ok(n) if n > MAX_LINE => return,
             Ok(_) => {}
         }
-        let answer = target.handle(&line);
-        if writeln!(out, "{answer}").is_err() {
+        // One write per answer: the process may exit right after a `stop`.
+        let answer = format!("{}\n", target.handle(&line));
+        let sent = out.write_all(answer.as_bytes()).is_ok();
+        target.after(&line);
+        if !sent {
             return;
         }
     }
@@ -178,9 +186,13 @@ mod tests {
         assert_eq!(bad["ok"], false);
         assert!(bad["error"].as_str().unwrap().contains("unknown command"));
         assert_eq!(ask("stop")["ok"], true);
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while control.exit_reason().is_none() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(control.exit_reason(), Some(ExitReason::Stopped));
-        // An overlong line ends the connection.
-        writeln!(s, "{}", "x".repeat(1000)).unwrap();
+        // An overlong line ends the connection (the write itself may already fail).
+        let _ = writeln!(s, "{}", "x".repeat(1000));
         let mut l = String::new();
         assert_eq!(r.read_line(&mut l).unwrap_or(0), 0);
     }

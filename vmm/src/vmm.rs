@@ -283,6 +283,11 @@ pub fn run(cfg: VmConfig, started: Instant) -> Result<ExitReason, Error> {
                 }
                 vcpu::note_start(&ctx);
                 v.run(&ctx);
+                // The VM is over and the process is about to exit: stay parked rather than drop
+                // shared devices here (their teardown is the main thread's job, under its filter).
+                loop {
+                    std::thread::park();
+                }
             })
             .map_err(host("starting a vCPU thread"))?;
         threads.push(h);

@@ -217,14 +217,20 @@ fn api_pause_resume_metrics_stop_with_seccomp_on_every_thread() {
     let mut r = BufReader::new(s.try_clone().unwrap());
     assert_eq!(ask(&mut s, &mut r, "ping")["ok"], true);
 
-    // main (event loop), two vCPUs, the API thread: all filtered. (KVM may add its own worker
-    // thread, `kvm-nx-lpage-recovery`, to the process; it inherits the filter of its creator.)
-    let modes = seccomp_modes(child.id());
-    let names: Vec<&str> = modes
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .filter(|n| !n.starts_with("kvm-"))
-        .collect();
+    // main (event loop), two vCPUs, the API thread: all filtered once they run. (KVM may add its
+    // own worker thread, `kvm-nx-lpage-recovery`, to the process; it inherits its creator's filter.)
+    let until = Instant::now() + Duration::from_secs(20);
+    let modes = loop {
+        let modes: Vec<(String, String)> = seccomp_modes(child.id())
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("kvm-"))
+            .collect();
+        if modes.len() == 4 && modes.iter().all(|(_, m)| m == "2") || Instant::now() > until {
+            break modes;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let names: Vec<&str> = modes.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["api", "moat-vmm", "vcpu0", "vcpu1"], "{modes:?}");
     assert!(modes.iter().all(|(_, m)| m == "2"), "{modes:?}");
 
