@@ -607,6 +607,7 @@ pub fn build(spec: &Spec, bundle: &Path) -> Result<Built> {
         process: pp,
         rootfs: Some(rootfs_plan),
         new_userns: ns.creates(LinuxNamespaceType::User),
+        new_cgroupns: ns.creates(LinuxNamespaceType::Cgroup),
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
         domainname: spec.domainname().clone().filter(|h| !h.is_empty()),
         sysctls,

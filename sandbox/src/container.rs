@@ -127,6 +127,27 @@ pub(crate) fn spawn_stdio(stdio: Stdio, terminal: bool) -> Result<spawn::Stdio> 
     })
 }
 
+/// How a new process gets into `cg`: `clone3(CLONE_INTO_CGROUP)` on v2, the caller writing its
+/// pid on v1.
+pub(crate) fn cgroup_join(cg: &Cgroup) -> Result<spawn::CgroupJoin> {
+    let procs = cg
+        .procs_files()
+        .iter()
+        .map(|p| spawn::open_procs(p))
+        .collect::<Result<Vec<_>>>()?;
+    let into = match (cg.version, cg.dirs.as_slice()) {
+        (cgroups::Version::V2, [dir]) => {
+            let c = crate::syscall::cpath(&dir.path).ctx(|| "cgroup path".into())?;
+            let fd = crate::syscall::open_raw(&c, libc::O_RDONLY | libc::O_DIRECTORY)
+                .ctx(|| format!("opening {}", dir.path.display()))?;
+            // SAFETY: just opened.
+            Some(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+        _ => None,
+    };
+    Ok(spawn::CgroupJoin { procs, into })
+}
+
 /// The cgroup hierarchies as the container's `cgroup` mount shows them.
 fn cgroup_view(cg: &Cgroup, new_ns: bool) -> CgroupView {
     let v2 = cg.version == cgroups::Version::V2;
@@ -245,11 +266,7 @@ impl Container {
             if let Some(r) = built.init.rootfs.as_mut() {
                 r.cgroup = cgroup_view(&cgroup, built.ns.creates(LinuxNamespaceType::Cgroup));
             }
-            let procs = cgroup
-                .procs_files()
-                .iter()
-                .map(|p| spawn::open_procs(p))
-                .collect::<Result<Vec<_>>>()?;
+            let join = cgroup_join(&cgroup)?;
             let dir_c = crate::syscall::cpath(dir).ctx(|| "state directory".into())?;
             let dirfd = crate::syscall::open_raw(&dir_c, libc::O_PATH | libc::O_DIRECTORY)
                 .ctx(|| format!("opening {}", dir.display()))?;
@@ -262,9 +279,9 @@ impl Container {
                 .map(|(u, g)| (u.as_str(), g.as_str()));
             let spawned = spawn::spawn(Request {
                 plan: &built.init,
-                cgroup_procs: procs,
+                cgroup: join,
                 joins: &built.ns.joins,
-                clone_flags: built.ns.clone_flags,
+                clone_flags: built.ns.clone_flags & !libc::CLONE_NEWCGROUP,
                 new_time: built.ns.new_time.as_deref(),
                 id_maps: maps,
                 stdio,

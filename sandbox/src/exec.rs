@@ -101,16 +101,10 @@ impl Container {
             ..Default::default()
         };
         let joins = namespaces::of_process(self.saved.pid)?;
-        let procs = self
-            .saved
-            .cgroup
-            .procs_files()
-            .iter()
-            .map(|p| spawn::open_procs(p))
-            .collect::<Result<Vec<_>>>()?;
+        let join = crate::container::cgroup_join(&self.saved.cgroup)?;
         let spawned = spawn::spawn(Request {
             plan: &plan,
-            cgroup_procs: procs,
+            cgroup: join,
             joins: &joins,
             clone_flags: 0,
             new_time: None,

@@ -430,14 +430,23 @@ impl Cgroup {
         result
     }
 
-    /// Kills every process and waits (up to `timeout`) until none is left.
+    /// Like [`pids`](Self::pids), but a cgroup that is already gone holds no process.
+    fn pids_left(&self) -> Result<Vec<i32>> {
+        match self.pids() {
+            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            r => r,
+        }
+    }
+
+    /// Kills every process and waits (up to `timeout`) until none is left. A cgroup someone else
+    /// already removed (a cleanup after a dead shim) has nothing left to kill.
     pub fn kill_all(&self, timeout: Duration) -> Result<()> {
-        if self.pids()?.is_empty() {
+        if self.pids_left()?.is_empty() {
             return Ok(());
         }
         self.signal_all(libc::SIGKILL)?;
         let deadline = Instant::now() + timeout;
-        while !self.pids()?.is_empty() {
+        while !self.pids_left()?.is_empty() {
             if Instant::now() > deadline {
                 return Err(Error::Cgroup(format!(
                     "processes in {} did not die after SIGKILL",

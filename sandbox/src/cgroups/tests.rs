@@ -147,6 +147,9 @@ fn v2_writes_and_controllers() {
         root.join("moat").exists(),
         "parents are kept (other containers may use them)"
     );
+    // Removed by someone else first (cleanup after a dead shim): nothing to kill, nothing to do.
+    cg.kill_all(std::time::Duration::from_millis(10)).unwrap();
+    cg.remove().unwrap();
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub enum Msg {
     Ready,
     /// Caller -> child: go on (id maps written; or a held exec released).
     Go,
+    /// Caller -> child: the process is in its cgroup.
+    Joined,
     /// Child -> caller: setup failed.
     Error(String),
     /// Child -> caller: the terminal master.
@@ -163,6 +165,7 @@ pub fn recv_msg(sock: RawFd) -> io::Result<Option<Msg>> {
             b'P' => Msg::Pid(i32::from_le_bytes(payload.try_into().map_err(|_| bad())?)),
             b'R' => Msg::Ready,
             b'G' => Msg::Go,
+            b'J' => Msg::Joined,
             b'E' => Msg::Error(String::from_utf8_lossy(payload).into_owned()),
             b'C' => Msg::Console(passed.ok_or_else(bad)?),
             _ => return Err(bad()),
@@ -180,6 +183,7 @@ pub fn send_msg(sock: RawFd, msg: &Msg) -> io::Result<()> {
         }
         Msg::Ready => send_raw(sock, b"R", None),
         Msg::Go => send_raw(sock, b"G", None),
+        Msg::Joined => send_raw(sock, b"J", None),
         Msg::Error(s) => {
             let mut b = Vec::with_capacity(s.len() + 1);
             b.push(b'E');

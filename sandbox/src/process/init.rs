@@ -3,12 +3,14 @@
 //!
 //! 1. new user namespace: wait until the caller has written the id maps, become its root;
 //! 2. `setsid`, a fresh session keyring, `oom_score_adj`, umask 0;
-//! 3. init only: the rootfs (propagation, mounts, `/dev`, `pivot_root`);
+//! 3. init only: the rootfs (propagation, mounts, `/dev`, `pivot_root`) — meanwhile the caller
+//!    moves the process into its cgroup (unless a `cgroup` mount needs the cgroup namespace
+//!    first: then the wait of step 6 comes before the rootfs);
 //! 4. terminal: a pty from the container's `/dev/ptmx`, bound on `/dev/console`, master handed
 //!    over, slave made the controlling terminal and fds 0-2;
 //! 5. init only: `/dev` and `/` read-only if asked, hostname, domainname, sysctls, read-only
 //!    and masked paths;
-//! 6. personality, rlimits;
+//! 6. wait until in the cgroup, unshare the cgroup namespace if asked; personality, rlimits;
 //! 7. credentials: keep-caps, bounding set, groups, gid, uid, capset, ambient caps;
 //! 8. cwd, umask, `args[0]` looked up in `PATH`, every fd from 3 close-on-exec, `no_new_privs`;
 //! 9. tell the caller "ready", wait for the start signal (exec FIFO or release);
@@ -33,6 +35,8 @@ use crate::syscall::Syscall;
 pub trait Parent {
     /// Blocks until the caller has written the user namespace's id maps.
     fn wait_id_maps(&mut self) -> StepResult;
+    /// Blocks until the process is in its cgroup.
+    fn wait_cgroup(&mut self) -> StepResult;
     /// Hands the terminal master over (console socket or the caller).
     fn send_console(&mut self, master: OwnedFd) -> StepResult;
     /// Reports that setup is done (the caller's `create`/`exec` may return).
@@ -74,6 +78,15 @@ pub fn setup<S: Syscall, P: Parent>(
         )?;
     }
     sys.umask(0);
+    let cgroup_mount = plan
+        .rootfs
+        .as_ref()
+        .is_some_and(|r| r.mounts.iter().any(|m| m.kind == rootfs::MountKind::Cgroup));
+    let mut joined = false;
+    if plan.new_cgroupns && cgroup_mount {
+        join_cgroup(sys, plan, parent)?;
+        joined = true;
+    }
     if let Some(r) = &plan.rootfs {
         rootfs::prepare(sys, r)?;
     }
@@ -115,6 +128,9 @@ pub fn setup<S: Syscall, P: Parent>(
     if let Some(r) = &plan.rootfs {
         rootfs::restrict_paths(sys, r)?;
     }
+    if !joined {
+        join_cgroup(sys, plan, parent)?;
+    }
     if let Some(persona) = p.personality {
         step(sys.personality(persona), || "linux.personality".into())?;
     }
@@ -137,6 +153,16 @@ pub fn setup<S: Syscall, P: Parent>(
     parent.ready()?;
     parent.wait_start()?;
     Ok(exec)
+}
+
+fn join_cgroup<S: Syscall, P: Parent>(sys: &S, plan: &InitPlan, parent: &mut P) -> StepResult {
+    parent.wait_cgroup()?;
+    if plan.new_cgroupns {
+        step(sys.unshare(libc::CLONE_NEWCGROUP), || {
+            "creating the cgroup namespace".into()
+        })?;
+    }
+    Ok(())
 }
 
 fn step_val<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> Result<T, String> {

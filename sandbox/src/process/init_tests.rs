@@ -1,8 +1,6 @@
 //! The order of a container process's setup, recorded through the `Syscall` seam.
 
-use std::cell::RefCell;
 use std::os::fd::OwnedFd;
-use std::rc::Rc;
 
 use super::InitPlan;
 use super::init::{Parent, finish, setup};
@@ -11,23 +9,28 @@ use crate::defaults;
 use crate::rootfs::StepResult;
 use crate::syscall::record::Recorder;
 
-struct FakeParent(Rc<RefCell<Vec<String>>>);
+/// Logs its events into the recorder's list, so they interleave with the syscalls.
+struct FakeParent<'a>(&'a Recorder);
 
-impl Parent for FakeParent {
+impl Parent for FakeParent<'_> {
+    fn wait_cgroup(&mut self) -> StepResult {
+        self.0.calls.borrow_mut().push("parent wait_cgroup".into());
+        Ok(())
+    }
     fn wait_id_maps(&mut self) -> StepResult {
-        self.0.borrow_mut().push("parent wait_id_maps".into());
+        self.0.calls.borrow_mut().push("parent wait_id_maps".into());
         Ok(())
     }
     fn send_console(&mut self, _master: OwnedFd) -> StepResult {
-        self.0.borrow_mut().push("parent console".into());
+        self.0.calls.borrow_mut().push("parent console".into());
         Ok(())
     }
     fn ready(&mut self) -> StepResult {
-        self.0.borrow_mut().push("parent ready".into());
+        self.0.calls.borrow_mut().push("parent ready".into());
         Ok(())
     }
     fn wait_start(&mut self) -> StepResult {
-        self.0.borrow_mut().push("parent wait_start".into());
+        self.0.calls.borrow_mut().push("parent wait_start".into());
         Ok(())
     }
 }
@@ -54,16 +57,10 @@ fn plan(edit: impl FnOnce(&mut oci_spec::runtime::Spec)) -> (tempfile::TempDir, 
 
 fn run(plan: &InitPlan) -> Vec<String> {
     let r = Recorder::default();
-    let log = Rc::new(RefCell::new(Vec::new()));
-    let exec = setup(&r, plan, &mut FakeParent(log.clone())).unwrap();
-    // Interleave: the recorder's calls so far, then the parent's events, then the finish.
-    let mut calls = r.calls.borrow().clone();
-    calls.extend(log.borrow().iter().cloned());
-    let before = r.calls.borrow().len();
+    let exec = setup(&r, plan, &mut FakeParent(&r)).unwrap();
     let (msg, code) = finish(&r, plan, &exec);
     assert_eq!(code, 127, "{msg}");
-    calls.extend(r.calls.borrow()[before..].iter().cloned());
-    calls
+    r.calls.borrow().clone()
 }
 
 fn pos(calls: &[String], prefix: &str) -> usize {
@@ -85,6 +82,7 @@ fn init_order() {
         "sethostname box",
         "mount /proc/sys /proc/sys",
         "mount /dev/null /proc/keys",
+        "parent wait_cgroup",
         "setrlimit 7 1024 1024",
         "keepcaps true",
         "capbset_drop",
@@ -146,18 +144,60 @@ fn user_namespace_waits_for_maps_first_and_terminal_follows_pivot() {
     });
     plan.new_userns = true;
     let r = Recorder::default();
-    let log = Rc::new(RefCell::new(Vec::new()));
-    setup(&r, &plan, &mut FakeParent(log.clone())).unwrap();
+    setup(&r, &plan, &mut FakeParent(&r)).unwrap();
     let calls = r.calls.borrow();
-    assert_eq!(log.borrow()[0], "parent wait_id_maps");
     assert_eq!(
-        &calls[..2],
-        &["setresgid 0".to_string(), "setresuid 0".to_string()]
+        &calls[..3],
+        &[
+            "parent wait_id_maps".to_string(),
+            "setresgid 0".to_string(),
+            "setresuid 0".to_string()
+        ]
     );
     let pivot = pos(&calls, "pivot_root");
     let pty = pos(&calls, "open_pty");
     let console = pos(&calls, "mount /dev/pts/7 /dev/console");
     let attach = pos(&calls, "attach_terminal /dev/pts/7");
-    assert!(pivot < pty && pty < console && console < attach);
-    assert_eq!(log.borrow()[1], "parent console");
+    let sent = pos(&calls, "parent console");
+    assert!(pivot < pty && pty < console && console < sent && sent < attach);
+}
+
+#[test]
+fn cgroup_namespace_is_made_once_in_the_cgroup() {
+    // Without a cgroup mount: joined late (overlapping the rootfs work), then unshared.
+    let (_t, mut p1) = plan(|_| {});
+    p1.new_cgroupns = true;
+    let calls = run(&p1);
+    let pivot = pos(&calls, "pivot_root");
+    let wait = pos(&calls, "parent wait_cgroup");
+    let unshare = pos(&calls, &format!("unshare {:#x}", libc::CLONE_NEWCGROUP));
+    let caps = pos(&calls, "capset");
+    assert!(
+        pivot < wait && wait + 1 == unshare && unshare < caps,
+        "{calls:#?}"
+    );
+
+    // With a cgroup mount, the namespace must exist before the rootfs is built.
+    let (_t2, mut p2) = plan(|s| {
+        let mut mounts = s.mounts().clone().unwrap();
+        let mut m = oci_spec::runtime::Mount::default();
+        m.set_destination("/sys/fs/cgroup".into());
+        m.set_typ(Some("cgroup".into()));
+        m.set_source(Some("cgroup".into()));
+        mounts.push(m);
+        s.set_mounts(Some(mounts));
+    });
+    p2.new_cgroupns = true;
+    let calls = run(&p2);
+    let wait = pos(&calls, "parent wait_cgroup");
+    let unshare = pos(&calls, "unshare");
+    let first_mount = pos(&calls, "mount");
+    assert!(wait < unshare && unshare < first_mount, "{calls:#?}");
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("parent wait_cgroup"))
+            .count(),
+        1
+    );
 }

@@ -106,6 +106,8 @@ pub struct InitPlan {
     pub rootfs: Option<RootfsPlan>,
     /// The init made a new user namespace: wait for the caller to write its id maps.
     pub new_userns: bool,
+    /// Unshare a new cgroup namespace once in the cgroup (`clone` would root it in the caller's).
+    pub new_cgroupns: bool,
     /// `hostname`.
     pub hostname: Option<String>,
     /// `domainname`.

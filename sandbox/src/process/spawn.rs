@@ -3,15 +3,22 @@
 //! 1. The caller prepares everything (plan, seccomp BPF, open namespace and `cgroup.procs`
 //!    files) and `fork()`s through glibc, so malloc stays usable in the child.
 //! 2. The child — the *intermediate*, single-threaded — resets signal dispositions and mask,
-//!    joins the cgroup (writing `0` to each `cgroup.procs`), puts the stdio descriptors on 0-2,
-//!    joins the namespaces given by path (user namespace first), makes a new time namespace if
-//!    asked, then calls raw `clone(CLONE_PARENT | CLONE_NEW*...)` with no new stack (fork-like).
-//!    The new process is the container's process: **a direct child of the caller** (who can
-//!    `waitpid` it; no subreaper needed) and pid 1 of a new pid namespace. The intermediate
-//!    sends its host pid to the caller and exits; the caller reaps it.
-//! 3. With a new user namespace, the caller writes `uid_map`/`gid_map` and says "go".
-//! 4. The process runs [`init::setup`], says "ready", waits for its start signal, installs the
-//!    seccomp filters and `execve`s ([`init::finish`]).
+//!    puts the stdio descriptors on 0-2, joins the namespaces given by path (user namespace
+//!    first), makes a new time namespace if asked, then clones the container's process with
+//!    `CLONE_PARENT | CLONE_NEW*...` and no new stack (fork-like). On cgroup v2 that is
+//!    `clone3(CLONE_INTO_CGROUP)`, which puts the process in its cgroup as it is born. The new
+//!    process is **a direct child of the caller** (who can `waitpid` it; no subreaper needed) and
+//!    pid 1 of a new pid namespace. The intermediate sends its host pid and exits; the caller
+//!    reaps it.
+//! 3. With a new user namespace, the caller writes `uid_map`/`gid_map` and says "go". On cgroup
+//!    v1 the caller then writes the pid into every hierarchy's `cgroup.procs` — *while* the
+//!    process sets up its rootfs: moving a task between cgroups waits for an RCU grace period
+//!    (5-20 ms on a small VM), and this hides it behind the mounts. Either way the caller says
+//!    "joined".
+//! 4. The process runs [`init::setup`]: it waits for "joined" before it makes its cgroup
+//!    namespace (so the namespace's root is its own cgroup) and before it drops privileges,
+//!    says "ready", waits for its start signal, installs the seccomp filters and `execve`s
+//!    ([`init::finish`]).
 //!
 //! Nothing runs between fork and exec in the caller's other threads' locks: the children use
 //! no `tracing`, no `std::env`, no stdio locks — only the kernel, allocation and the plan.
@@ -59,16 +66,27 @@ pub enum StartSignal {
     Immediate,
 }
 
+/// How the process gets into its cgroup.
+#[derive(Debug, Default)]
+pub struct CgroupJoin {
+    /// Open (write-only) `cgroup.procs` files: the caller writes the pid into each (v1), or
+    /// (v2, when `clone3(CLONE_INTO_CGROUP)` is refused) the intermediate writes `0`.
+    pub procs: Vec<OwnedFd>,
+    /// The cgroup v2 directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub into: Option<OwnedFd>,
+}
+
 /// Everything [`spawn`] needs.
 #[derive(Debug)]
 pub struct Request<'a> {
     /// The process's plan.
     pub plan: &'a InitPlan,
-    /// Open (write-only) `cgroup.procs` files to join.
-    pub cgroup_procs: Vec<OwnedFd>,
+    /// Its cgroup.
+    pub cgroup: CgroupJoin,
     /// Namespaces to join, user namespace first.
     pub joins: &'a [Join],
-    /// `CLONE_NEW*` flags for the clone (time excluded).
+    /// `CLONE_NEW*` flags for the clone (time and cgroup excluded: the process unshares its cgroup
+    /// namespace itself once it is in its cgroup, see [`InitPlan::new_cgroupns`]).
     pub clone_flags: libc::c_int,
     /// New time namespace with these offsets.
     pub new_time: Option<&'a str>,
@@ -124,11 +142,13 @@ pub fn spawn(mut req: Request<'_>) -> Result<Spawned> {
     // Keep our fds away from 0-2 (the intermediate puts stdio there).
     let ours = Channel::from_fd(high(ours.into_fd())?);
     let theirs = Channel::from_fd(high(theirs.into_fd())?);
-    req.cgroup_procs = req
-        .cgroup_procs
+    req.cgroup.procs = req
+        .cgroup
+        .procs
         .into_iter()
         .map(high)
         .collect::<Result<_>>()?;
+    req.cgroup.into = req.cgroup.into.map(high).transpose()?;
     if let StartSignal::Fifo(fd) = req.start {
         req.start = StartSignal::Fifo(high(fd)?);
     }
@@ -147,7 +167,9 @@ pub fn spawn(mut req: Request<'_>) -> Result<Spawned> {
         nix::unistd::ForkResult::Parent { child } => child.as_raw(),
     };
     drop(theirs);
-    drop(req.cgroup_procs);
+    let parent_joins = req.cgroup.into.is_none();
+    let procs = std::mem::take(&mut req.cgroup.procs);
+    drop(req.cgroup.into.take());
 
     let first = ours.recv();
     // SAFETY: reaping the intermediate, our own child, by pid.
@@ -167,7 +189,8 @@ pub fn spawn(mut req: Request<'_>) -> Result<Spawned> {
             });
         }
     };
-    match finish_setup(pid, &ours, req.id_maps) {
+    let join = if parent_joins { procs } else { Vec::new() };
+    match finish_setup(pid, &ours, req.id_maps, &join) {
         Ok(console) => Ok(Spawned {
             pid,
             console,
@@ -180,7 +203,29 @@ pub fn spawn(mut req: Request<'_>) -> Result<Spawned> {
     }
 }
 
-fn finish_setup(pid: i32, ch: &Channel, id_maps: Option<(&str, &str)>) -> Result<Option<OwnedFd>> {
+/// Reads what the process reports first (a setup error explains a failed cgroup write better).
+fn early_error(ch: &Channel) -> Option<Error> {
+    let mut fds = [libc::pollfd {
+        fd: ch.raw(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: polling one live descriptor for up to 100 ms.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) } <= 0 {
+        return None;
+    }
+    match ch.recv() {
+        Ok(Some(Msg::Error(e))) => Some(Error::Setup(e)),
+        _ => None,
+    }
+}
+
+fn finish_setup(
+    pid: i32,
+    ch: &Channel,
+    id_maps: Option<(&str, &str)>,
+    join: &[OwnedFd],
+) -> Result<Option<OwnedFd>> {
     if let Some((uid, gid)) = id_maps {
         for (file, map) in [("uid_map", uid), ("gid_map", gid)] {
             let path = format!("/proc/{pid}/{file}");
@@ -194,6 +239,22 @@ fn finish_setup(pid: i32, ch: &Channel, id_maps: Option<(&str, &str)>) -> Result
             source,
         })?;
     }
+    let pid_text = pid.to_string();
+    for fd in join {
+        // SAFETY: writing a live buffer to an open cgroup.procs.
+        let n = unsafe { libc::write(fd.as_raw_fd(), pid_text.as_ptr().cast(), pid_text.len()) };
+        if n != pid_text.len() as isize {
+            let source = std::io::Error::last_os_error();
+            return Err(early_error(ch).unwrap_or(Error::Io {
+                context: format!("moving process {pid} into its cgroup"),
+                source,
+            }));
+        }
+    }
+    ch.send(&Msg::Joined).map_err(|source| Error::Io {
+        context: "signalling the container process".into(),
+        source,
+    })?;
     let mut console = None;
     loop {
         match ch.recv() {
@@ -220,15 +281,6 @@ fn finish_setup(pid: i32, ch: &Channel, id_maps: Option<(&str, &str)>) -> Result
 fn intermediate(req: &Request<'_>, sock: RawFd) -> ! {
     let result = (|| -> std::result::Result<i32, String> {
         reset_signals();
-        for fd in &req.cgroup_procs {
-            // SAFETY: writing two bytes from a static buffer to an open descriptor.
-            if unsafe { libc::write(fd.as_raw_fd(), c"0".as_ptr().cast(), 1) } != 1 {
-                return Err(format!(
-                    "joining the container's cgroup: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
         if let Stdio::Fds(fds) = &req.stdio {
             put_stdio(fds).map_err(|e| format!("setting up stdio: {e}"))?;
         }
@@ -247,19 +299,7 @@ fn intermediate(req: &Request<'_>, sock: RawFd) -> ! {
                 })?;
             }
         }
-        let flags = libc::CLONE_PARENT | req.clone_flags | libc::SIGCHLD;
-        // SAFETY: fork-like clone (no new stack): the child continues on a copy of this stack.
-        let pid = cvt_long(unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                flags as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
-        })
-        .map_err(|e| format!("clone(CLONE_PARENT|{:#x}): {e}", req.clone_flags))?;
+        let pid = clone_container(req)?;
         if pid == 0 {
             container_process(req, sock);
         }
@@ -272,6 +312,74 @@ fn intermediate(req: &Request<'_>, sock: RawFd) -> ! {
     let _ = send_msg(sock, &msg);
     // SAFETY: leaving the forked child without running the caller's atexit handlers.
     unsafe { libc::_exit(0) }
+}
+
+/// `clone3` arguments (linux/sched.h, version 2: with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Clones the container's process (fork-like, as a sibling of this intermediate): into its v2
+/// cgroup with `clone3` when possible, else after joining through `cgroup.procs`.
+fn clone_container(req: &Request<'_>) -> std::result::Result<libc::c_long, String> {
+    let flags = (libc::CLONE_PARENT | req.clone_flags) as u64;
+    if let Some(dir) = &req.cgroup.into {
+        let args = CloneArgs {
+            flags: flags | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir.as_raw_fd() as u64,
+            ..Default::default()
+        };
+        // SAFETY: fork-like clone3 (no new stack: the child continues on a copy of this stack)
+        // with a valid, fully initialised clone_args of the size given.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if r >= 0 {
+            return Ok(r);
+        }
+        // Older kernel or a cgroup that refuses it: join by writing 0, then clone.
+        for fd in &req.cgroup.procs {
+            // SAFETY: writing one byte from a static buffer to an open descriptor.
+            if unsafe { libc::write(fd.as_raw_fd(), c"0".as_ptr().cast(), 1) } != 1 {
+                return Err(format!(
+                    "joining the container's cgroup: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    let flags = flags | libc::SIGCHLD as u64;
+    // SAFETY: fork-like clone (no new stack): the child continues on a copy of this stack.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    })
+    .map_err(|e| format!("clone(CLONE_PARENT|{:#x}): {e}", req.clone_flags))
 }
 
 fn reset_signals() {
@@ -313,6 +421,13 @@ struct Link<'a> {
 }
 
 impl Parent for Link<'_> {
+    fn wait_cgroup(&mut self) -> StepResult {
+        match recv_msg(self.sock) {
+            Ok(Some(Msg::Joined)) => Ok(()),
+            other => Err(format!("waiting to be moved into the cgroup: {other:?}")),
+        }
+    }
+
     fn wait_id_maps(&mut self) -> StepResult {
         match recv_msg(self.sock) {
             Ok(Some(Msg::Go)) => Ok(()),

@@ -176,6 +176,11 @@ impl Syscall for LinuxSyscall {
         cvt(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }).map(drop)
     }
 
+    fn unshare(&self, flags: libc::c_int) -> io::Result<()> {
+        // SAFETY: unshare with integer flags.
+        cvt(unsafe { libc::unshare(flags) }).map(drop)
+    }
+
     fn sethostname(&self, name: &str) -> io::Result<()> {
         // SAFETY: pointer and length of a live byte slice.
         cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)

@@ -54,6 +54,8 @@ pub trait Syscall {
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
     /// `symlink(2)`: creates `link` pointing at `target`.
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
+    /// `unshare(2)`.
+    fn unshare(&self, flags: libc::c_int) -> io::Result<()>;
     /// `sethostname(2)`.
     fn sethostname(&self, name: &str) -> io::Result<()>;
     /// `setdomainname(2)`.

@@ -84,6 +84,9 @@ impl Syscall for Recorder {
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
         self.log(format!("symlink {} {}", target.display(), link.display()))
     }
+    fn unshare(&self, flags: libc::c_int) -> io::Result<()> {
+        self.log(format!("unshare {flags:#x}"))
+    }
     fn sethostname(&self, name: &str) -> io::Result<()> {
         self.log(format!("sethostname {name}"))
     }
