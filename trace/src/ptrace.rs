@@ -29,6 +29,24 @@ pub fn cont(tid: i32, sig: i32) -> io::Result<()> {
     req(libc::PTRACE_CONT, tid, 0, sig as usize).map(drop)
 }
 
+/// Stops tracing `tid`, delivering `sig` (0 for none).
+pub fn detach(tid: i32, sig: i32) -> io::Result<()> {
+    req(libc::PTRACE_DETACH, tid, 0, sig as usize).map(drop)
+}
+
+/// The `si_code` of the signal a tracee is stopped for (signal-delivery stop).
+pub fn sig_code(tid: i32) -> io::Result<i32> {
+    // SAFETY: an all-zero siginfo is a valid value for the kernel to fill in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    req(
+        libc::PTRACE_GETSIGINFO,
+        tid,
+        0,
+        &mut info as *mut libc::siginfo_t as usize,
+    )?;
+    Ok(info.si_code)
+}
+
 /// Leaves a tracee in group-stop but lets it report the stop's end (`PTRACE_LISTEN`).
 pub fn listen(tid: i32) -> io::Result<()> {
     req(libc::PTRACE_LISTEN, tid, 0, 0).map(drop)

@@ -231,9 +231,38 @@ impl Supervisor {
                 }
                 resume(tid, 0);
             }
-            Stop::Signal(sig) => resume(tid, sig),
+            Stop::Signal(sig) => self.on_signal(tid, sig),
             Stop::OtherEvent(_) => resume(tid, 0),
         }
+    }
+
+    /// A signal-delivery stop: the signal is passed on unchanged, with one exception. A fault
+    /// (SIGSEGV, SIGBUS, ...) in a pid namespace's init kills it only because the kernel clears
+    /// the init's "unkillable" flag when it forces the signal, and it does not for a ptraced
+    /// task: re-injected, the signal would be dropped and the fault repeat forever. So a
+    /// container init that faults with no handler is detached: it re-executes the faulting
+    /// instruction untraced and dies of the fault as it would natively. (Were it not to fault
+    /// again, it would run on without a tracer, where every policed call fails with ENOSYS.)
+    fn on_signal(&mut self, tid: i32, sig: i32) {
+        let fault = matches!(
+            sig,
+            libc::SIGSEGV
+                | libc::SIGBUS
+                | libc::SIGILL
+                | libc::SIGFPE
+                | libc::SIGSYS
+                | libc::SIGTRAP
+        );
+        if fault
+            && self.who(tid).ns_pid == 1
+            && ptrace::sig_code(tid).is_ok_and(|c| c > 0)
+            && !catches(tid, sig)
+        {
+            let _ = ptrace::detach(tid, 0);
+            self.gone(tid);
+            return;
+        }
+        resume(tid, sig);
     }
 
     fn gone(&mut self, tid: i32) {
@@ -366,6 +395,17 @@ impl Supervisor {
 /// Resumes a tracee; one that died meanwhile reports its exit later.
 fn resume(tid: i32, sig: i32) {
     let _ = ptrace::cont(tid, sig);
+}
+
+/// True if thread `tid`'s process has a handler for `sig` (`SigCgt` in procfs).
+fn catches(tid: i32, sig: i32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return true;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_none_or(|mask| mask & (1u64 << (sig - 1)) != 0)
 }
 
 /// The thread group of `tid`, from procfs.
