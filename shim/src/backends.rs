@@ -22,6 +22,19 @@ pub fn state_root(containerd_address: &str, namespace: &str) -> PathBuf {
         .join(namespace)
 }
 
+/// Removes `root` (from [`state_root`]) and the directories above it up to `/run/moat`, each
+/// only if empty: other pods, namespaces, containerd instances and `moat` itself share them.
+pub fn remove_state_root(root: &std::path::Path) {
+    let top = std::path::Path::new("/run/moat");
+    let mut dir = Some(root);
+    while let Some(d) = dir {
+        if std::fs::remove_dir(d).is_err() || d == top || !d.starts_with(top) {
+            return;
+        }
+        dir = d.parent();
+    }
+}
+
 /// Whether this shim can run `kind` on this host; if not, why (one sentence).
 pub fn available(kind: BackendKind) -> std::result::Result<(), String> {
     match kind {

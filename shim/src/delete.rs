@@ -49,7 +49,7 @@ pub fn run(args: &Args) -> Result<Vec<u8>> {
                 args.id
             ),
         }
-        let _ = std::fs::remove_dir(&root);
+        backends::remove_state_root(&root);
     }
     let mut r = DeleteResponse::new();
     r.pid = pid;

@@ -123,11 +123,8 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(a) = own_address {
         let _ = address::remove_socket(&a);
     }
-    // The state root is shared by the namespace's pods: remove it (and its parent) only if empty.
-    let _ = std::fs::remove_dir(&root);
-    if let Some(parent) = root.parent() {
-        let _ = std::fs::remove_dir(parent);
-    }
+    // The state root is shared by the namespace's pods: removed only if empty.
+    crate::backends::remove_state_root(&root);
     tracing::info!("shim exiting");
     Ok(())
 }

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Handlers, containerd, eventually, host_kernel, shim_pids};
+use common::{Handlers, containerd, eventually, host_kernel, shim_helper_pids, shim_pids};
 use k8s_cri::{Cri, container_config, pod_config, v1};
 use moat_artifacts::image::BUSYBOX_REF;
 use moat_testkit::{Containerd, LeakCheck, skip_if};
@@ -183,6 +183,74 @@ fn killed_shim_ends_the_pod_and_remove_cleans_up() {
         ctd.log_tail(40)
     );
     cri.remove_container(&c).unwrap();
+    remove_pod(&mut cri, &pod);
+    // containerd cleans up after a dead shim with `containerd-shim-moat-v2 delete`, one per
+    // container, in the background: each must finish, not hang.
+    assert!(
+        eventually(Duration::from_secs(30), || shim_helper_pids(&ctd)
+            .is_empty()),
+        "shim delete still running: {:?}\n{}",
+        shim_helper_pids(&ctd),
+        ctd.log_tail(40)
+    );
+    drop(cri);
+    let report = ctd.shutdown();
+    assert!(report.is_clean(), "{report:#?}");
+    leaks.assert_clean();
+}
+
+#[test]
+fn limits_reach_the_cgroup_and_annotations_only_tighten() {
+    skip_if!(moat_testkit::containerd::unavailable());
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = Handlers::write(dir.path());
+    if handlers.config(moat_backend::BackendKind::Ns).is_none() {
+        moat_testkit::skip!("the ns backend is not usable here");
+    }
+    let leaks = LeakCheck::new();
+    let ctd = containerd(&handlers, true);
+    let mut cri = connect(&ctd);
+
+    // A pod annotation cannot switch the handler's backend.
+    let mut ann = HashMap::new();
+    ann.insert("moat.dev/backend".to_string(), "vm".to_string());
+    let mut bad = pod_config("sneaky", "uid-sneaky", "default", ann);
+    if let Some(l) = bad.linux.as_mut() {
+        l.cgroup_parent = ctd.cgroup_parent();
+    }
+    let e = cri.run_pod_sandbox(bad, "moat-ns").unwrap_err().to_string();
+    assert!(e.contains("cannot switch"), "{e}");
+
+    // Memory and CPU limits land in the container's cgroup under the pod's cgroup parent.
+    let (pod, cfg, _c) = start_pod(&mut cri, &ctd, "moat-ns", "limited");
+    let mut cc = container_config("capped", BUSYBOX_REF, &["sleep", "1000"]);
+    cc.linux = Some(v1::LinuxContainerConfig {
+        resources: Some(v1::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let c = cri.create_container(&pod, cc, cfg).unwrap();
+    cri.start_container(&c).unwrap();
+    let parent = ctd.cgroup_parent();
+    let cg = |ctrl: &str, file: &str| {
+        let v1 = format!("/sys/fs/cgroup/{ctrl}{parent}/{c}/{file}");
+        std::fs::read_to_string(&v1).map(|s| s.trim().to_string())
+    };
+    if cg("memory", "memory.limit_in_bytes").is_ok() {
+        assert_eq!(
+            cg("memory", "memory.limit_in_bytes").unwrap(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(cg("cpu", "cpu.cfs_quota_us").unwrap(), "50000");
+    } else {
+        let v2 = format!("/sys/fs/cgroup{parent}/{c}/memory.max");
+        let got = std::fs::read_to_string(&v2).map(|s| s.trim().to_string());
+        assert_eq!(got.unwrap(), (64u64 << 20).to_string(), "{v2}");
+    }
     remove_pod(&mut cri, &pod);
     drop(cri);
     let report = ctd.shutdown();

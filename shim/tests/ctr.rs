@@ -284,3 +284,108 @@ fn tasks_survive_a_containerd_restart() {
     assert!(report.is_clean(), "{report:#?}");
     leaks.assert_clean();
 }
+
+#[test]
+fn log_uri_terminal_and_oom() {
+    skip_if!(moat_testkit::containerd::unavailable());
+    let dir = tempfile::tempdir().unwrap();
+    let handlers = Handlers::write(dir.path());
+    if handlers.usable.is_empty() {
+        moat_testkit::skip!("no moat backend is usable here");
+    }
+    let leaks = LeakCheck::new();
+    let ctd = containerd(&handlers, false);
+    for (kind, cfg) in &handlers.usable {
+        let cfg = cfg.to_str().unwrap();
+
+        // file:// log URI: stdout and stderr appended to the file.
+        let log = dir.path().join(format!("{kind}.log"));
+        let uri = format!("file://{}", log.display());
+        let out = ctd
+            .ctr(&run_args(
+                cfg,
+                &[
+                    "--rm",
+                    "--log-uri",
+                    &uri,
+                    BUSYBOX_REF,
+                    &format!("log-{kind}"),
+                    "sh",
+                    "-c",
+                    "echo out; echo err >&2",
+                ],
+            ))
+            .unwrap();
+        assert!(out.success(), "{kind}: {out:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("out\n") && text.contains("err\n"),
+            "{kind}: {text:?}"
+        );
+
+        // A terminal: the process sees a tty on stdin and stdout.
+        if moat_testkit::have_cmd("script") {
+            let mut cmd = std::process::Command::new("script");
+            let ctr_line = format!(
+                "ctr --address {} --namespace {} run -t --rm --runtime {RUNTIME} --runtime-config-path {cfg} {BUSYBOX_REF} tty-{kind} sh -c 'test -t 0 && test -t 1 && echo on-a-tty'",
+                ctd.address().display(),
+                ctd.namespace()
+            );
+            cmd.args(["-qec", &ctr_line, "/dev/null"])
+                .stdin(std::process::Stdio::null());
+            let out = cmd.output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("on-a-tty"),
+                "{kind}: {out:?}"
+            );
+        } else {
+            eprintln!("SKIPPED: terminal check: util-linux `script` is not installed");
+        }
+
+        // The memory limit kills the process: 137, and containerd hears /tasks/oom.
+        let mut events = ctd.ctr_command();
+        events.args(["events"]).stdout(std::process::Stdio::piped());
+        let mut events = events.spawn().unwrap();
+        let stdout = events.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let id = format!("oom-{kind}");
+        let want = id.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("/tasks/oom") && line.contains(&want) {
+                    let _ = tx.send(line);
+                    return;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let out = ctd
+            .ctr(&run_args(
+                cfg,
+                &[
+                    "--rm",
+                    "--memory-limit",
+                    "33554432",
+                    BUSYBOX_REF,
+                    &id,
+                    "sh",
+                    "-c",
+                    "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+                ],
+            ))
+            .unwrap();
+        let oom = rx.recv_timeout(Duration::from_secs(20));
+        let _ = events.kill();
+        let _ = events.wait();
+        assert_eq!(out.status.code(), Some(137), "{kind}: {out:?}");
+        assert!(oom.is_ok(), "{kind}: no /tasks/oom event");
+    }
+    let report = ctd.shutdown();
+    assert!(report.is_clean(), "{report:#?}");
+    leaks.assert_clean();
+}

@@ -178,6 +178,18 @@ impl Backend for NsBackend {
         Ok(Box::new(NsInstance::new(inner, self.live.clone())))
     }
 
+    /// Force-deletes what a dead shim's container left under the state root: its processes (by
+    /// cgroup), its cgroup and its state directory. Nothing recorded is not an error.
+    fn cleanup_orphan(&self, id: &str, _bundle: &std::path::Path) -> Result<()> {
+        match Container::load(&self.opts.root, id) {
+            Ok(c) => c
+                .delete(true)
+                .map_err(|e| map_err(&format!("deleting orphaned container {id}"), e)),
+            Err(moat_sandbox::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(&format!("loading orphaned container {id}"), e)),
+        }
+    }
+
     fn shutdown(&self) -> Result<()> {
         let all: Vec<Arc<Inner>> = self
             .live

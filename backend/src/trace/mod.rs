@@ -78,4 +78,8 @@ impl Backend for TraceBackend {
     fn shutdown(&self) -> Result<()> {
         self.ns.shutdown()
     }
+
+    fn cleanup_orphan(&self, id: &str, bundle: &std::path::Path) -> Result<()> {
+        self.ns.cleanup_orphan(id, bundle)
+    }
 }

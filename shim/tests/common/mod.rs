@@ -79,6 +79,15 @@ pub fn containerd(handlers: &Handlers, cri: bool) -> Containerd {
 
 /// Pids of the long-lived moat shims serving containerd `ctd` (not `start`/`delete` helpers).
 pub fn shim_pids(ctd: &Containerd) -> Vec<u32> {
+    shim_processes(ctd, false)
+}
+
+/// Pids of the short-lived `start`/`delete` runs of our shim for this containerd.
+pub fn shim_helper_pids(ctd: &Containerd) -> Vec<u32> {
+    shim_processes(ctd, true)
+}
+
+fn shim_processes(ctd: &Containerd, helpers: bool) -> Vec<u32> {
     let want = ctd.address().display().to_string();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -97,7 +106,7 @@ pub fn shim_pids(ctd: &Containerd) -> Vec<u32> {
             .is_some_and(|a| a.ends_with("containerd-shim-moat-v2"));
         let is_ours = args.windows(2).any(|w| w[0] == "-address" && w[1] == want);
         let helper = args.iter().any(|a| a == "start" || a == "delete");
-        if is_shim && is_ours && !helper {
+        if is_shim && is_ours && helper == helpers {
             out.push(pid);
         }
     }
