@@ -85,6 +85,9 @@ case $version in 6.12.*) ;; *) die "$tarball holds Linux $version, but moat's fr
 
 build=$work/build
 mkdir -p "$build"
+# Reproducible: the same inputs give the same `uname -v` on every machine.
+export KBUILD_BUILD_TIMESTAMP="${KBUILD_BUILD_TIMESTAMP:-1970-01-01 00:00:00 UTC}"
+export KBUILD_BUILD_USER=moat KBUILD_BUILD_HOST=moat KBUILD_BUILD_VERSION=1
 mk() { run make -C "$src" O="$build" ARCH=x86_64 "$@"; }
 
 stage "configuring Linux $version: tinyconfig + ${fragments[*]##*/}"

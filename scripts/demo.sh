@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
 cargo build --release --workspace
+# The vm backend's guest: kernel, static moat-agent, initramfs (cached; minutes on first use).
+cargo run --release -q -p moat-artifacts --example build-guest
 
 # ---- The demo ------------------------------------------------------------------------------------
 # `moat run` of a workload printing what the container sees (pid 1, hostname, kernel, capabilities,

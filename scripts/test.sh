@@ -10,7 +10,8 @@ cargo build --release --workspace --all-targets
 # ---- Cached artifacts the tests need -------------------------------------------------------------
 # Each step builds through moat's content-hash cache, so it is instant when its inputs are unchanged.
 # The busybox/pause test images need no step: tests build them on first use (about a second).
-# Guest kernel and initramfs: their helpers add their build commands here.
+# Guest kernel (Linux 6.12, kernel-config/; minutes on first use), static moat-agent and its initramfs:
+cargo run --release -q -p moat-artifacts --example build-guest
 # --------------------------------------------------------------------------------------------------
 
 # Last, so that the output ends with cargo test's summary.

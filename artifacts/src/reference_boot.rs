@@ -5,6 +5,9 @@
 //! that the guest artifacts work at all. The guest runs the `uname` self-test and powers off, so one
 //! [`QemuBoot::run`] is a whole life: process start, agent ready, the guest's own `uname -r`, exit.
 //!
+//! The machine is `-M microvm,acpi=off`: the guest kernel has no ACPI, and with ACPI off QEMU lists
+//! virtio-mmio devices on the kernel command line (`virtio_mmio.device=`) instead of in ACPI tables.
+//!
 //! Power-off under QEMU: microvm has no i8042 of its own, so the command adds `-device i8042`; the
 //! agent's reset (`reboot=k`, see [`crate::guest::BASE_CMDLINE`]) then reaches it and `-no-reboot`
 //! turns the reset into QEMU exiting with status 0.
@@ -115,7 +118,7 @@ impl QemuBoot {
         };
         cmd.args([
             "-M",
-            "microvm,x-option-roms=off,rtc=off",
+            "microvm,x-option-roms=off,rtc=off,acpi=off",
             "-accel",
             accel,
             "-cpu",
@@ -243,10 +246,11 @@ pub struct BootReport {
 
 impl BootReport {
     fn line(&mut self, start: Instant, at: Instant, line: &str) {
-        if self.ready.is_none() && line.trim() == READY_LINE {
+        // `contains`, not equality: a kernel message may land on the same console line.
+        if self.ready.is_none() && line.contains(READY_LINE) {
             self.ready = Some(at - start);
         }
-        if let Some(release) = line.strip_prefix(selftest::UNAME_LINE_PREFIX) {
+        if let Some((_, release)) = line.split_once(selftest::UNAME_LINE_PREFIX) {
             self.uname = Some(release.trim().to_string());
         }
         self.console.push_str(line);

@@ -135,7 +135,14 @@ pub fn busybox() -> Result<BusyboxImage> {
 pub fn busybox_in(cache: &Cache, busybox: &Path) -> Result<BusyboxImage> {
     check_static(busybox)?;
     let key = KeyBuilder::new(FORMAT).add_file(busybox)?.finish();
-    let dir = cache.get_or_build(&key, |out| build(busybox, out))?;
+    // A hit needs no lock: entries are published by an atomic rename and verified here. Taking
+    // the cache's flock on every call would be risky in multi-threaded test processes: a child
+    // forked (not yet exec'd) by another thread inherits the locked file description and keeps
+    // the lock for as long as it lives.
+    let dir = match cache.lookup(&key)? {
+        Some(dir) => dir,
+        None => cache.get_or_build(&key, |out| build(busybox, out))?,
+    };
     Ok(BusyboxImage {
         rootfs: dir.join("rootfs"),
         oci_layout: dir.join("oci/busybox"),
