@@ -80,6 +80,8 @@ $B mount -t devpts -o newinstance,ptmxmode=0666 devpts $r/dev/pts
 $B mount -t tmpfs -o mode=1777 tmpfs $r/dev/shm
 $B mount -t tmpfs -o mode=755 tmpfs $r/run
 $B mount -o bind /scratch "$r$RIG_SCRATCH" || die error "cannot mount the scratch share at $RIG_SCRATCH"
+# CMD's TMPDIR: a tmpfs in L1 over the share's tmp/ (9p cannot hold Unix sockets, and is slow).
+$B mount -t tmpfs -o mode=1777 tmpfs "$r$RIG_SCRATCH/tmp" || die error "cannot mount a tmpfs for TMPDIR"
 n=0
 while [ $n -lt "$RIG_RW_COUNT" ]; do
 	eval "tag=\$RIG_RW_TAG_$n path=\$RIG_RW_PATH_$n"

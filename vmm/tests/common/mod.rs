@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod elf;
+pub mod guest;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
