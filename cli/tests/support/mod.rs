@@ -70,25 +70,18 @@ impl Out {
 }
 
 /// Runs a command with a deadline, collecting its output; kills it if the deadline passes.
+///
+/// Output goes to temporary files, not pipes: a container that `moat create` leaves running holds
+/// moat's stdout and stderr, and pipes would never reach EOF.
 pub fn output(cmd: &mut Command, timeout: Duration) -> Out {
+    let so = tempfile::tempfile().unwrap();
+    let se = tempfile::tempfile().unwrap();
     let mut child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(so.try_clone().unwrap())
+        .stderr(se.try_clone().unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        so.read_to_string(&mut s).ok();
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        se.read_to_string(&mut s).ok();
-        s
-    });
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -99,7 +92,14 @@ pub fn output(cmd: &mut Command, timeout: Duration) -> Out {
             let _ = child.wait();
             panic!("{cmd:?} did not finish within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let read = |mut f: std::fs::File| {
+        use std::io::Seek;
+        f.rewind().unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        s
     };
     use std::os::unix::process::ExitStatusExt;
     let code = status
@@ -107,8 +107,8 @@ pub fn output(cmd: &mut Command, timeout: Duration) -> Out {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Out {
         code,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
+        stdout: read(so),
+        stderr: read(se),
     }
 }
 
@@ -292,7 +292,7 @@ pub fn assert_clean(root: &Path, id: &str) {
     }
 }
 
-/// Every place a cgroup named after `id` could be (v1 controllers and v2), however deep.
+/// Every cgroup named exactly `id` (v1 controllers and v2), up to five levels deep.
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     fn walk(dir: &Path, id: &str, depth: usize, found: &mut Vec<PathBuf>) {
@@ -305,7 +305,7 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
         for e in rd.flatten() {
             let p = e.path();
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                if e.file_name().to_string_lossy().contains(id) {
+                if e.file_name().to_string_lossy() == id {
                     found.push(p.clone());
                 }
                 walk(&p, id, depth + 1, found);
