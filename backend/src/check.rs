@@ -402,36 +402,6 @@ pub fn vm_availability(kvm: &moat_host::kvm::Probe) -> Availability {
     }
 }
 
-/// The `trace` backend's verdict: what the host offers (seccomp `trace` action, ptrace of children);
-/// the backend itself is issue 18.
-pub fn trace_availability(host: &HostFacts) -> Availability {
-    let facts = vec![host.seccomp_fact("trace"), host.ptrace_fact()];
-    let missing: Vec<&str> = facts.iter().filter(|f| !f.ok).map(|f| f.name).collect();
-    let (status, reason) = if missing.is_empty() {
-        (
-            Status::NotImplemented,
-            "the host supports it (seccomp RET_TRACE, ptrace of children), but the trace backend \
-             is not available yet (issue 18)"
-                .to_string(),
-        )
-    } else {
-        (
-            Status::Unusable,
-            format!(
-                "missing {}: needs seccomp filters with the trace action and ptrace of children \
-                 (Yama ptrace_scope <= 1, or 2 as root)",
-                missing.join(" and ")
-            ),
-        )
-    };
-    Availability {
-        backend: BackendKind::Trace,
-        status,
-        reason,
-        facts,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,15 +468,5 @@ mod tests {
         let a = vm_availability(&probe);
         assert_eq!(a.status, Status::NotOnThisHost);
         assert!(a.reason.contains("use the rig"), "{}", a.reason);
-    }
-
-    #[test]
-    fn trace_without_seccomp_trace_is_unusable() {
-        let mut h = HostFacts::probe();
-        h.seccomp_actions = vec!["errno".into()];
-        h.ptrace_scope = Some(1);
-        let a = trace_availability(&h);
-        assert_eq!(a.status, Status::Unusable);
-        assert!(a.reason.contains("seccomp"), "{}", a.reason);
     }
 }

@@ -16,7 +16,7 @@ pub fn availabilities(kinds: &[BackendKind]) -> Vec<Availability> {
         .map(|k| match k {
             BackendKind::Ns => moat_backend::ns::check::availability(&host),
             BackendKind::Vm => check::vm_availability(&kvm),
-            BackendKind::Trace => check::trace_availability(&host),
+            BackendKind::Trace => moat_backend::trace::check::availability(&host),
         })
         .collect()
 }

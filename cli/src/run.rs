@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use moat_backend::ns::{NsBackend, NsOptions};
+use moat_backend::trace::{Policy, TraceBackend, TraceOptions};
 use moat_backend::{Backend, BackendKind, ContainerConfig, Instance, ProcessIo};
 
 use crate::args::{Cli, RunArgs};
@@ -65,30 +66,56 @@ pub fn target(a: &RunArgs) -> Target {
     }
 }
 
-fn refuse_unavailable(kind: BackendKind, a: &RunArgs) -> anyhow::Result<()> {
-    match kind {
-        BackendKind::Ns => {
-            if a.policy.is_some() {
-                bail!("--policy applies to --backend trace only");
+/// The wall `moat run` asked for, checked (policy loaded) before anything is created; opened with
+/// [`Wall::open`] once the private mounts are made (opening starts threads).
+enum Wall {
+    Ns,
+    Trace(Policy),
+}
+
+impl Wall {
+    fn choose(kind: BackendKind, a: &RunArgs) -> anyhow::Result<Wall> {
+        match kind {
+            BackendKind::Ns => {
+                if a.policy.is_some() {
+                    bail!("--policy applies to --backend trace only");
+                }
+                Ok(Wall::Ns)
             }
-            Ok(())
+            BackendKind::Vm => bail!(
+                "the vm backend is not available yet (issue 17); `moat check --backend vm` says \
+                 what this host offers. Use --backend ns meanwhile"
+            ),
+            BackendKind::Trace => Ok(Wall::Trace(match &a.policy {
+                Some(p) => Policy::load(p)?,
+                None => Policy::builtin().context("the built-in trace policy")?,
+            })),
         }
-        BackendKind::Vm => bail!(
-            "the vm backend is not available yet (issue 17); `moat check --backend vm` says what \
-             this host offers. Use --backend ns meanwhile"
-        ),
-        BackendKind::Trace => {
-            bail!("the trace backend is not available yet (issue 18). Use --backend ns meanwhile")
-        }
+    }
+
+    fn open(self, root: PathBuf) -> anyhow::Result<Box<dyn Backend>> {
+        Ok(match self {
+            Wall::Ns => Box::new(NsBackend::new(NsOptions { root })?),
+            Wall::Trace(policy) => Box::new(
+                TraceBackend::new(TraceOptions {
+                    root,
+                    policy,
+                    supervisor: None,
+                })
+                .context("`moat check --backend trace` says what this host lacks")?,
+            ),
+        })
     }
 }
 
 /// Runs `moat run`; returns the exit code.
 pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
     let kind: BackendKind = a.backend.into();
-    refuse_unavailable(kind, a)?;
     let t = target(a);
     if a.detach {
+        if kind != BackendKind::Ns {
+            bail!("--detach runs the bundle with the OCI verbs, which use the ns backend only");
+        }
         let Some(bundle) = &a.bundle else {
             bail!("--detach needs --bundle (a detached container outlives moat's private overlay)");
         };
@@ -137,6 +164,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
         bail!("no command to run: give one after `--` (e.g. moat run -- sh)");
     }
     spec::apply(&mut spec, &o).map_err(anyhow::Error::msg)?;
+    let wall = Wall::choose(kind, a)?;
     if moat_sandbox::Container::load(&cli.root, &t.id).is_ok() {
         bail!(
             "container {:?} already exists under {}: pick another id or delete it",
@@ -158,9 +186,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
         None => None,
     };
 
-    let backend = NsBackend::new(NsOptions {
-        root: cli.root.clone(),
-    })?;
+    let backend = wall.open(cli.root.clone())?;
     let io = ProcessIo::Fds {
         stdin: dup_std(0),
         stdout: dup_std(1),
@@ -266,12 +292,24 @@ mod tests {
 
     #[test]
     fn unavailable_backends_say_so() {
-        let e = refuse_unavailable(BackendKind::Vm, &run_args(&["true"])).unwrap_err();
+        let e = Wall::choose(BackendKind::Vm, &run_args(&["true"]))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("issue 17"), "{e}");
-        let e = refuse_unavailable(BackendKind::Trace, &run_args(&["true"])).unwrap_err();
-        assert!(e.to_string().contains("issue 18"), "{e}");
-        let e =
-            refuse_unavailable(BackendKind::Ns, &run_args(&["--policy", "p", "true"])).unwrap_err();
+        let e = Wall::choose(BackendKind::Ns, &run_args(&["--policy", "p", "true"]))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("--policy"), "{e}");
+        let e = Wall::choose(
+            BackendKind::Trace,
+            &run_args(&["--policy", "/no/such/policy.toml", "true"]),
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{e:#}").contains("/no/such/policy.toml"), "{e:#}");
+        assert!(matches!(
+            Wall::choose(BackendKind::Trace, &run_args(&["true"])),
+            Ok(Wall::Trace(_))
+        ));
     }
 }

@@ -183,7 +183,8 @@ fn proc_kcore_and_keys_are_masked() {
         differs: &[],
     }
     .run(|ctx| {
-        // Masked files read as empty (a /dev/null bind); check those this kernel has.
+        // Masked files read as empty (a /dev/null bind); check those this kernel has. Under the
+        // trace wall the built-in policy denies opening the sensitive ones outright (stricter).
         let mut checked = 0;
         for path in [
             "/proc/kcore",
@@ -196,7 +197,13 @@ fn proc_kcore_and_keys_are_masked() {
                 continue;
             }
             let out = ctx.sh(&format!("wc -c < {path}"));
-            assert_eq!(out.ok().trim(), "0", "{path}: {out:#?}");
+            let denied = ctx.backend.0 == "trace"
+                && out.code != 0
+                && out.stderr.contains("Permission denied")
+                && out.stderr.contains("syscall denied");
+            if !denied {
+                assert_eq!(out.ok().trim(), "0", "{path}: {out:#?}");
+            }
             checked += 1;
         }
         assert!(checked > 0, "no masked /proc file exists on this kernel");

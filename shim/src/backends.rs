@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use moat_backend::check::HostFacts;
 use moat_backend::ns::{NsBackend, NsOptions};
+use moat_backend::trace::{Policy, TraceBackend, TraceOptions};
 use moat_backend::{Backend, BackendKind};
 use sha2::{Digest, Sha256};
 
@@ -37,15 +38,16 @@ pub fn remove_state_root(root: &std::path::Path) {
 
 /// Whether this shim can run `kind` on this host; if not, why (one sentence).
 pub fn available(kind: BackendKind) -> std::result::Result<(), String> {
-    match kind {
-        BackendKind::Ns => {
-            let a = moat_backend::ns::check::availability(&HostFacts::probe());
-            if a.usable() { Ok(()) } else { Err(a.reason) }
+    let a = match kind {
+        BackendKind::Ns => moat_backend::ns::check::availability(&HostFacts::probe()),
+        BackendKind::Trace => moat_backend::trace::check::availability(&HostFacts::probe()),
+        other => {
+            return Err(format!(
+                "the {other} backend is not built into this containerd-shim-moat-v2 yet"
+            ));
         }
-        other => Err(format!(
-            "the {other} backend is not built into this containerd-shim-moat-v2 yet"
-        )),
-    }
+    };
+    if a.usable() { Ok(()) } else { Err(a.reason) }
 }
 
 /// Opens the backend a (narrowed) handler config selects, for one pod whose state lives under
@@ -53,6 +55,29 @@ pub fn available(kind: BackendKind) -> std::result::Result<(), String> {
 pub fn open(config: &HandlerConfig, root: PathBuf) -> Result<Arc<dyn Backend>> {
     match config.backend {
         BackendKind::Ns => Ok(Arc::new(NsBackend::new(NsOptions { root })?)),
+        BackendKind::Trace => {
+            let t = config.trace.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("backend = \"trace\" needs a [trace] section".into())
+            })?;
+            if let Some(extra) = t.extra_policies.first() {
+                // Fail closed: running the pod under the handler's policy alone would ignore
+                // the stricter one the pod asked for.
+                return Err(Error::InvalidArgument(format!(
+                    "pod annotation {}: stacking a second policy ({}) is not supported by this \
+                     shim yet; remove the annotation or run the pod under a handler whose \
+                     policy is the stricter one",
+                    crate::config::ANNOTATION_TRACE_POLICY,
+                    extra.display()
+                )));
+            }
+            let policy = Policy::load(&t.policy)
+                .map_err(|e| Error::InvalidArgument(format!("the handler's trace policy: {e}")))?;
+            Ok(Arc::new(TraceBackend::new(TraceOptions {
+                root,
+                policy,
+                supervisor: None,
+            })?))
+        }
         other => Err(Error::Backend(moat_backend::Error::Unavailable(format!(
             "the {other} backend is not built into this containerd-shim-moat-v2 yet"
         )))),

@@ -14,7 +14,8 @@
 //!
 //! Pod annotations (containerd passes them when the handler lists `pod_annotations = ["moat.dev/*"]`)
 //! may only tighten what the file allows: `moat.dev/backend` must name the handler's own backend,
-//! `moat.dev/trace-policy` stacks one more policy (every policy must allow a syscall), and
+//! `moat.dev/trace-policy` stacks one more policy (every policy must allow a syscall; the shim does
+//! not enforce stacks yet and refuses such pods rather than ignore the stricter policy), and
 //! `moat.dev/vm-memory-mib` / `moat.dev/vm-vcpus` may only lower the VM's size.
 
 use std::collections::HashMap;

@@ -82,6 +82,18 @@ fn one_pod_per_handler_runs_exec_sync_and_reports_stats() {
             "{kind}"
         );
 
+        if *kind == moat_backend::BackendKind::Trace {
+            // The handler's policy (common::TRACE_POLICY) polices the pod's processes.
+            let out = cri
+                .exec_sync(&c, &["cat", "/etc/secret"], Duration::from_secs(30))
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.exit_code != 0 && err.contains("Permission denied"),
+                "{kind}: {out:?}"
+            );
+        }
+
         let stats = cri.container_stats(&c).unwrap();
         let mem = stats
             .memory

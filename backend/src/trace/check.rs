@@ -70,3 +70,18 @@ pub fn availability(host: &HostFacts) -> Availability {
         facts,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_without_seccomp_trace_is_unusable() {
+        let mut h = HostFacts::probe();
+        h.seccomp_actions = vec!["errno".into()];
+        h.ptrace_scope = Some(1);
+        let a = availability(&h);
+        assert_eq!(a.status, Status::Unusable);
+        assert!(a.reason.contains("seccomp"), "{}", a.reason);
+    }
+}

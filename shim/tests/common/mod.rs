@@ -12,6 +12,9 @@ use moat_testkit::{Containerd, Options};
 /// The runtime type containerd maps to `containerd-shim-moat-v2`.
 pub const RUNTIME: &str = "io.containerd.moat.v2";
 
+/// The trace handler's policy in these tests: the default, and `/etc/secret` untouchable.
+pub const TRACE_POLICY: &str = "[[paths]]\npath = \"/etc/secret\"\nallow = []\n";
+
 /// Handler configs for the backends this build and host can run, written into `dir`; the others
 /// with the reason they cannot run.
 pub struct Handlers {
@@ -31,6 +34,11 @@ impl Handlers {
         for kind in BackendKind::ALL {
             let text = match kind {
                 BackendKind::Ns => "backend = \"ns\"\n".to_string(),
+                BackendKind::Trace => {
+                    let policy = dir.join("trace-policy.toml");
+                    std::fs::write(&policy, TRACE_POLICY).unwrap();
+                    format!("backend = \"trace\"\n[trace]\npolicy = {:?}\n", policy)
+                }
                 other => {
                     h.skipped.push((
                         other,
