@@ -340,7 +340,9 @@ pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> Result<()> {
     let len = u32::try_from(body.len())
         .ok()
         .filter(|&n| n <= MAX_FRAME)
-        .ok_or(Error::TooLarge(u32::try_from(body.len()).unwrap_or(u32::MAX)))?;
+        .ok_or(Error::TooLarge(
+            u32::try_from(body.len()).unwrap_or(u32::MAX),
+        ))?;
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&body);

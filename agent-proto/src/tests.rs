@@ -51,7 +51,10 @@ fn the_wire_format_is_readable_json() {
     let mut buf = Vec::new();
     write_frame(&mut buf, &Request::Start { id: "c1".into() }).unwrap();
     assert_eq!(&buf[4..], br#"{"op":"start","id":"c1"}"#);
-    assert_eq!(u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize, buf.len() - 4);
+    assert_eq!(
+        u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize,
+        buf.len() - 4
+    );
 }
 
 #[test]
@@ -63,7 +66,10 @@ fn oversized_truncated_and_unknown_frames_are_refused() {
         Err(Error::TooLarge(u32::MAX))
     ));
     let mut r = &[0u8, 0][..];
-    assert!(matches!(read_frame::<_, Request>(&mut r), Err(Error::Truncated)));
+    assert!(matches!(
+        read_frame::<_, Request>(&mut r),
+        Err(Error::Truncated)
+    ));
     let mut frame = 10u32.to_be_bytes().to_vec();
     frame.extend_from_slice(b"{\"op\":");
     assert!(matches!(
@@ -96,7 +102,16 @@ fn ids_and_devices_are_checked() {
     for ok in ["c1", "a.b-c_d", &"x".repeat(MAX_ID)] {
         validate_id("id", ok).unwrap();
     }
-    for bad in ["", ".", "..", "../x", "a/b", "a b", &"x".repeat(MAX_ID + 1), "é"] {
+    for bad in [
+        "",
+        ".",
+        "..",
+        "../x",
+        "a/b",
+        "a b",
+        &"x".repeat(MAX_ID + 1),
+        "é",
+    ] {
         assert!(validate_id("id", bad).is_err(), "{bad:?}");
     }
     for ok in ["vda", "vdz", "vdaa"] {

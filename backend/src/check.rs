@@ -361,47 +361,6 @@ const KNOWN_V1: &[&str] = &[
     "misc",
 ];
 
-/// The `vm` backend's verdict from the KVM probe. The guest kernel and initramfs are the guest
-/// artifacts' business (issue 15): when they provide a check, it joins the facts here.
-pub fn vm_availability(kvm: &moat_host::kvm::Probe) -> Availability {
-    use moat_host::kvm::Flavour;
-    let fact = Fact {
-        name: "kvm",
-        value: format!(
-            "{} ({})",
-            kvm.flavour,
-            kvm.module.as_deref().unwrap_or("no KVM module")
-        ),
-        ok: kvm.runs_linux_guests(),
-    };
-    let facts = vec![
-        fact,
-        Fact {
-            name: "guest_artifacts",
-            value: "not checked: the vm backend (issue 17) is not built yet".into(),
-            ok: false,
-        },
-    ];
-    let (status, reason) = match kvm.flavour {
-        Flavour::Hardware => (
-            Status::NotImplemented,
-            "KVM is hardware virtualisation, but the vm backend is not available yet (issue 17)"
-                .to_string(),
-        ),
-        Flavour::Pvm => (
-            Status::NotOnThisHost,
-            "KVM is PVM: ordinary guests cannot run here; VM tests use the rig".to_string(),
-        ),
-        Flavour::None => (Status::NotOnThisHost, kvm.explanation.clone()),
-    };
-    Availability {
-        backend: BackendKind::Vm,
-        status,
-        reason,
-        facts,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,17 +415,5 @@ mod tests {
             h.root = root;
             assert_eq!(h.ptrace_children(), ok, "{scope:?} root={root}");
         }
-    }
-
-    #[test]
-    fn pvm_means_not_on_this_host() {
-        let probe = moat_host::kvm::Probe {
-            flavour: moat_host::kvm::Flavour::Pvm,
-            module: Some("kvm_pvm".into()),
-            explanation: String::new(),
-        };
-        let a = vm_availability(&probe);
-        assert_eq!(a.status, Status::NotOnThisHost);
-        assert!(a.reason.contains("use the rig"), "{}", a.reason);
     }
 }

@@ -19,12 +19,14 @@ use std::time::Duration;
 
 pub use oci_spec::runtime::{LinuxResources, Process, Spec};
 
+pub mod binary;
 pub mod check;
 mod error;
 mod kind;
 pub mod ns;
 pub mod reaper;
 pub mod trace;
+pub mod vm;
 
 pub use error::{Error, Result};
 pub use kind::BackendKind;

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use moat_backend::BackendKind;
-use moat_backend::check::{self, Availability, HostFacts, Status};
+use moat_backend::check::{Availability, HostFacts, Status};
 
 use crate::args::CheckArgs;
 
@@ -15,7 +15,7 @@ pub fn availabilities(kinds: &[BackendKind]) -> Vec<Availability> {
         .iter()
         .map(|k| match k {
             BackendKind::Ns => moat_backend::ns::check::availability(&host),
-            BackendKind::Vm => check::vm_availability(&kvm),
+            BackendKind::Vm => moat_backend::vm::check::availability(&kvm),
             BackendKind::Trace => moat_backend::trace::check::availability(&host),
         })
         .collect()

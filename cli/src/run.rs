@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use moat_backend::ns::{NsBackend, NsOptions};
 use moat_backend::trace::{Policy, TraceBackend, TraceOptions};
+use moat_backend::vm::{VmBackend, VmOptions};
 use moat_backend::{Backend, BackendKind, ContainerConfig, Instance, ProcessIo};
 
 use crate::args::{Cli, RunArgs};
@@ -71,21 +72,27 @@ pub fn target(a: &RunArgs) -> Target {
 enum Wall {
     Ns,
     Trace(Policy),
+    Vm(VmBackend),
 }
 
 impl Wall {
-    fn choose(kind: BackendKind, a: &RunArgs) -> anyhow::Result<Wall> {
+    fn choose(cli: &Cli, kind: BackendKind, a: &RunArgs, id: &str) -> anyhow::Result<Wall> {
+        if a.policy.is_some() && kind != BackendKind::Trace {
+            bail!("--policy applies to --backend trace only");
+        }
         match kind {
-            BackendKind::Ns => {
-                if a.policy.is_some() {
-                    bail!("--policy applies to --backend trace only");
+            BackendKind::Ns => Ok(Wall::Ns),
+            BackendKind::Vm => {
+                let a = moat_backend::vm::check::availability(&moat_host::kvm::probe());
+                if !a.usable() {
+                    bail!(
+                        "the vm backend cannot run here: {}. `moat check --backend vm` says more",
+                        a.reason
+                    );
                 }
-                Ok(Wall::Ns)
+                let opts = VmOptions::with_built_artifacts(cli.root.clone(), id)?;
+                Ok(Wall::Vm(VmBackend::new(opts)?))
             }
-            BackendKind::Vm => bail!(
-                "the vm backend is not available yet (issue 17); `moat check --backend vm` says \
-                 what this host offers. Use --backend ns meanwhile"
-            ),
             BackendKind::Trace => Ok(Wall::Trace(match &a.policy {
                 Some(p) => Policy::load(p)?,
                 None => Policy::builtin().context("the built-in trace policy")?,
@@ -104,6 +111,7 @@ impl Wall {
                 })
                 .context("`moat check --backend trace` says what this host lacks")?,
             ),
+            Wall::Vm(vm) => Box::new(vm),
         })
     }
 }
@@ -164,7 +172,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
         bail!("no command to run: give one after `--` (e.g. moat run -- sh)");
     }
     spec::apply(&mut spec, &o).map_err(anyhow::Error::msg)?;
-    let wall = Wall::choose(kind, a)?;
+    let wall = Wall::choose(cli, kind, a, &t.id)?;
     if moat_sandbox::Container::load(&cli.root, &t.id).is_ok() {
         bail!(
             "container {:?} already exists under {}: pick another id or delete it",
@@ -175,6 +183,11 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
 
     // Private mounts first, while this process has one thread.
     let overlay = match &lower {
+        // The guest lays its own overlay on an image of the lower directory.
+        Some(lower) if matches!(wall, Wall::Vm(_)) => {
+            set_root(&mut spec, lower);
+            None
+        }
         Some(lower) => {
             rootfs::enter_private_mount_namespace()?;
             std::fs::create_dir_all(&cli.root)
@@ -202,9 +215,11 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
     let result = run_created(instance.as_ref(), a.pid_file.as_deref(), &instance);
     let deleted = instance.delete(None);
     drop(instance);
+    let stopped = backend.shutdown();
     drop(overlay);
     let status = result?;
     deleted?;
+    stopped?;
     tracing::debug!("container exited: {status:?}");
     Ok(status.code())
 }
@@ -292,23 +307,28 @@ mod tests {
 
     #[test]
     fn unavailable_backends_say_so() {
-        let e = Wall::choose(BackendKind::Vm, &run_args(&["true"]))
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("issue 17"), "{e}");
-        let e = Wall::choose(BackendKind::Ns, &run_args(&["--policy", "p", "true"]))
+        let cli = Cli::try_parse_from(["moat", "run", "true"]).unwrap();
+        let choose = |kind, args: &[&str]| Wall::choose(&cli, kind, &run_args(args), "c1");
+        if !moat_host::kvm::probe().runs_linux_guests() {
+            let e = choose(BackendKind::Vm, &["true"]).err().unwrap();
+            assert!(
+                format!("{e:#}").contains("moat check --backend vm"),
+                "{e:#}"
+            );
+        }
+        let e = choose(BackendKind::Ns, &["--policy", "p", "true"])
             .err()
             .unwrap();
         assert!(e.to_string().contains("--policy"), "{e}");
-        let e = Wall::choose(
+        let e = choose(
             BackendKind::Trace,
-            &run_args(&["--policy", "/no/such/policy.toml", "true"]),
+            &["--policy", "/no/such/policy.toml", "true"],
         )
         .err()
         .unwrap();
         assert!(format!("{e:#}").contains("/no/such/policy.toml"), "{e:#}");
         assert!(matches!(
-            Wall::choose(BackendKind::Trace, &run_args(&["true"])),
+            choose(BackendKind::Trace, &["true"]),
             Ok(Wall::Trace(_))
         ));
     }

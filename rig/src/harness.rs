@@ -69,6 +69,15 @@ pub fn run_in_rig(body: impl FnOnce()) {
     }
 }
 
+/// Runs this very test inside the rig with extra environment variables for it (e.g. to narrow
+/// what the nested run does), and asserts that it passed there. Inside the rig, returns at once:
+/// the caller's own code then runs. Call it from a `#[test]` function, on the test's thread.
+pub fn rerun_in_rig_with_env(env: &[(&str, &str)]) {
+    if !inside_rig() {
+        rerun(env);
+    }
+}
+
 /// The name libtest gave the current test's thread.
 fn test_name() -> String {
     let thread = std::thread::current();
@@ -82,6 +91,10 @@ fn test_name() -> String {
 }
 
 fn rerun_in_rig() {
+    rerun(&[]);
+}
+
+fn rerun(env: &[(&str, &str)]) {
     let name = test_name();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -103,6 +116,8 @@ fn rerun_in_rig() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     cfg.timeout = (secs > 0).then(|| Duration::from_secs(secs));
+    cfg.env
+        .extend(env.iter().map(|(k, v)| ((*k).into(), (*v).into())));
     let cache = moat_artifacts::cache::root();
     if std::fs::create_dir_all(&cache).is_ok() {
         cfg.rw.push(cache);

@@ -3,7 +3,7 @@
 //! file or the shim's log like any other line).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -17,37 +17,11 @@ use crate::{Error, Result, reaper};
 /// The supervisor binary: `$MOAT_TRACE_BIN`, else `moat-trace` next to this executable (or one
 /// directory up, for test executables under `target/*/deps`), else on `PATH`.
 pub fn supervisor_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("MOAT_TRACE_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok();
-    let mut tried = Vec::new();
-    if let Some(dir) = exe.as_deref().and_then(Path::parent) {
-        for d in [Some(dir), dir.parent()].into_iter().flatten() {
-            let p = d.join("moat-trace");
-            if p.is_file() {
-                return Ok(p);
-            }
-            tried.push(p);
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&path) {
-            let p = d.join("moat-trace");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    Err(Error::Unavailable(format!(
-        "the trace supervisor `moat-trace` is not installed: looked at {} and on PATH; build it \
-         (cargo build -p moat-trace) or set MOAT_TRACE_BIN",
-        tried
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
+    crate::binary::find(
+        "moat-trace",
+        "MOAT_TRACE_BIN",
+        "build it (cargo build --release -p moat-trace)",
+    )
 }
 
 /// The trace wall's hooks into the `ns` wall.
