@@ -161,9 +161,11 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
                 o.hostname = Some(t.id.clone());
             }
             o.cgroups_path = Some(format!("/moat/{}", t.id));
+            let mut spec = moat_sandbox::defaults::spec("/");
+            spec::add_cgroup_view(&mut spec);
             (
                 cli.root.join(format!("{}.overlay", t.id)),
-                moat_sandbox::defaults::spec("/"),
+                spec,
                 Some(lower),
             )
         }

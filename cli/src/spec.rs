@@ -138,6 +138,41 @@ fn apply_process(p: &mut Process, o: &Overrides) -> Result<(), String> {
     Ok(())
 }
 
+/// What Docker and the CRI give a container and containerd's bare default spec does not: its own
+/// cgroup namespace and a read-only `cgroup` mount at `/sys/fs/cgroup`, so the workload sees its
+/// own limits (and nothing above its cgroup).
+pub fn add_cgroup_view(spec: &mut Spec) {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Mount};
+    if let Some(linux) = spec.linux_mut() {
+        let mut ns = linux.namespaces().clone().unwrap_or_default();
+        if !ns.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup)
+            && let Ok(n) = LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Cgroup)
+                .build()
+        {
+            ns.push(n);
+        }
+        linux.set_namespaces(Some(ns));
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    if !mounts
+        .iter()
+        .any(|m| m.destination() == std::path::Path::new("/sys/fs/cgroup"))
+    {
+        let mut m = Mount::default();
+        m.set_destination("/sys/fs/cgroup".into());
+        m.set_typ(Some("cgroup".into()));
+        m.set_source(Some("cgroup".into()));
+        m.set_options(Some(
+            ["ro", "nosuid", "noexec", "nodev"]
+                .map(String::from)
+                .to_vec(),
+        ));
+        mounts.push(m);
+    }
+    spec.set_mounts(Some(mounts));
+}
+
 /// `UID[:GID]`, numeric (the image's /etc/passwd is not consulted).
 pub fn parse_user(u: &str) -> Result<(u32, u32), String> {
     let bad = || format!("--user {u:?}: give numeric UID[:GID], e.g. 1000 or 1000:1000");
