@@ -3,10 +3,11 @@
 use std::process::ExitCode;
 
 use moat_agent::init::Error;
-use moat_agent::pid1::{self, NoServices};
+use moat_agent::pid1;
+use moat_agent::services::Agent;
 
 fn main() -> ExitCode {
-    match pid1::run(&mut NoServices) {
+    match pid1::run(&mut Agent::new()) {
         Ok(never) => match never {},
         Err(e @ Error::NotPid1(_)) => {
             eprintln!("moat-agent: {e}");

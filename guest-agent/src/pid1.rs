@@ -17,7 +17,7 @@ use crate::sys::{Linux, Sys, WaitStatus};
 /// kernel sends for ctrl-alt-del once it is turned off; SIGPWR is a power event).
 const SIGNALS: [libc::c_int; 4] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGPWR];
 
-/// What runs in the guest besides the PID-1 duties (the vsock RPC server, issue 17).
+/// What runs in the guest besides the PID-1 duties (the vsock RPC server: [`crate::services`]).
 pub trait Services {
     /// Called once, right after readiness was announced; start threads here (signals stay blocked
     /// in them; children started with `std::process::Command` get an empty mask).
@@ -132,6 +132,8 @@ pub fn run(services: &mut impl Services) -> Result<Infallible, Error> {
             source,
         })?;
         if signal == libc::SIGCHLD {
+            // Not while the RPC server starts a container process (see crate::SPAWN_LOCK).
+            let _spawning = crate::spawn_lock();
             power::reap_all(&mut sys, &mut |pid, status| {
                 services.child_exited(pid, status)
             });
