@@ -12,6 +12,7 @@
 //! [`Server::child_exited`]. Anything a host sends is untrusted input: a malformed or oversized
 //! frame drops the connection, and every field is checked before use.
 
+mod cgroup;
 mod failure;
 mod ops;
 pub mod registry;
@@ -88,6 +89,15 @@ fn reply(conn: &mut impl Transport, response: &Response) -> bool {
             tracing::debug!("cannot answer the host: {e}");
             false
         }
+    }
+}
+
+/// A request for the log: specs and processes left out (their environments may hold secrets).
+fn summary(request: &Request) -> String {
+    match request {
+        Request::Create(c) => format!("create {:?} from {:?}, stdio {:?}", c.id, c.rootfs, c.stdio),
+        Request::Exec(e) => format!("exec {:?} in {:?}, stdio {:?}", e.exec_id, e.id, e.stdio),
+        other => format!("{other:?}"),
     }
 }
 
@@ -206,7 +216,7 @@ impl Server {
 
     /// Answers one request of an RPC connection.
     fn handle(&self, request: Request) -> Response {
-        tracing::debug!("request: {request:?}");
+        tracing::debug!("request: {}", summary(&request));
         answer(match request {
             Request::Hello { .. } => Err(Failure::invalid(
                 "hello comes once, as the first request of a connection",

@@ -42,6 +42,7 @@ impl Server {
                 return Err(e);
             }
         };
+        super::cgroup::prepare_parent();
         // Held until the init's pid is registered: PID 1 reaps nothing meanwhile (moat-sandbox
         // reaps its intermediate child itself, and the init's exit must find its entry).
         let spawning = crate::spawn_lock();
