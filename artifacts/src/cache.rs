@@ -16,6 +16,10 @@ use sha2::{Digest, Sha256};
 /// The name of the manifest file inside every cache entry.
 const MANIFEST: &str = ".moat-manifest";
 
+/// The name of the file recording, for an entry whose contents were last verified against the
+/// manifest, what `stat` said of each file then (see [`verify`]).
+const STAMP: &str = ".moat-verified";
+
 /// Errors of the build cache.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,6 +75,11 @@ pub fn root() -> PathBuf {
 pub struct Key(String);
 
 impl Key {
+    /// A key read back from its hex form (e.g. from a memo file); not checked.
+    pub fn from_hex(hex: &str) -> Key {
+        Key(hex.to_string())
+    }
+
     /// The key as lower-case hex.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -108,9 +117,9 @@ impl KeyBuilder {
         self.add_bytes(s.as_bytes())
     }
 
-    /// Adds the contents of a file.
+    /// Adds the contents of a file (its digest is remembered, see [`digest_file`]).
     pub fn add_file(&mut self, path: &Path) -> Result<&mut Self> {
-        let digest = hash_file(path)?;
+        let digest = digest_file(path)?;
         self.add_bytes(&digest);
         Ok(self)
     }
@@ -134,6 +143,53 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32]> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().into())
+}
+
+/// Files smaller than this are hashed every time: remembering them would cost as much.
+const MEMO_MIN: u64 = 64 << 10;
+
+/// [`hash_file`], remembered across runs for large files: a key that names a 16 MB kernel or a
+/// static binary would otherwise cost a full read and hash on every `moat run` (seconds under
+/// emulation). The digest is kept in `<cache root>/.digests/` with what `stat` said of the file
+/// (device, inode, size, modification and change times in nanoseconds); any change to the file
+/// changes one of those (the change time cannot be set back from user space), and the digest is
+/// computed again. A cache that cannot be written just hashes every time.
+pub fn digest_file(path: &Path) -> Result<[u8; 32]> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).map_err(io_err("stat", path))?;
+    if m.len() < MEMO_MIN {
+        return hash_file(path);
+    }
+    let signature = format!(
+        "{} {} {} {}.{} {}.{}",
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    );
+    let dir = root().join(".digests");
+    let name = hex::encode(Sha256::digest(path.as_os_str().as_encoded_bytes()));
+    let memo = dir.join(&name);
+    if let Ok(text) = fs::read_to_string(&memo)
+        && let Some((sig, hex_digest)) = text.trim_end().split_once('\n')
+        && sig == signature
+        && let Ok(bytes) = hex::decode(hex_digest)
+        && let Ok(digest) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return Ok(digest);
+    }
+    let digest = hash_file(path)?;
+    let tmp = dir.join(format!("{name}.{}", std::process::id()));
+    let written = fs::create_dir_all(&dir)
+        .and_then(|()| fs::write(&tmp, format!("{signature}\n{}\n", hex::encode(digest))))
+        .and_then(|()| fs::rename(&tmp, &memo));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    Ok(digest)
 }
 
 /// One kind of artifact in the cache (`kernel`, `busybox-image`, `initramfs`, ...).
@@ -216,7 +272,7 @@ impl Cache {
     }
 }
 
-/// Lists the files of an entry, relative to it, sorted; the manifest itself is left out.
+/// Lists the files of an entry, relative to it, sorted; the manifest and stamp are left out.
 fn walk(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -229,7 +285,9 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>> {
             if ty.is_dir() {
                 stack.push(rel.clone());
             }
-            if rel.as_os_str() != MANIFEST {
+            let ours =
+                rel.as_os_str() == MANIFEST || rel.to_str().is_some_and(|r| r.starts_with(STAMP));
+            if !ours {
                 out.push(rel);
             }
         }
@@ -274,10 +332,55 @@ fn write_manifest(root: &Path) -> Result<()> {
     f.sync_all().map_err(io_err("sync", &path))
 }
 
+/// What `stat` says of every file: size, inode, and modification and change times (nanoseconds).
+/// A write, truncation, `chmod`, replacement or new file changes it; the change time cannot be set
+/// back from user space. Directories count by name only (adding the stamp changes their times).
+fn stat_signature(root: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut text = String::new();
+    for rel in walk(root)? {
+        let path = root.join(&rel);
+        let m = fs::symlink_metadata(&path).map_err(io_err("stat", &path))?;
+        if m.is_dir() {
+            text.push_str(&format!("d {}\n", rel.display()));
+        } else {
+            text.push_str(&format!(
+                "f {} {} {}.{} {}.{} {}\n",
+                m.len(),
+                m.ino(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                rel.display()
+            ));
+        }
+    }
+    Ok(text)
+}
+
+/// Whether the entry still matches its manifest. Hashing every file on every lookup would cost
+/// tens of milliseconds per run (a 16 MB vmlinux) and seconds under emulation, so a full check
+/// records the files' [`stat_signature`] in [`STAMP`], and a lookup whose signature matches the
+/// stamp is a hit without reading the files. Anything that touched a file since forces the full
+/// check again. A read-only cache simply gets the full check every time.
 fn verify(root: &Path) -> Result<bool> {
+    let signature = stat_signature(root)?;
+    let stamp = root.join(STAMP);
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == signature) {
+        return Ok(true);
+    }
     let path = root.join(MANIFEST);
     let recorded = fs::read_to_string(&path).map_err(io_err("read", &path))?;
-    Ok(manifest_of(root)? == recorded)
+    let ok = manifest_of(root)? == recorded;
+    if ok {
+        // Written aside and renamed, so a concurrent lookup never reads half a stamp.
+        let tmp = root.join(format!("{STAMP}.{}", std::process::id()));
+        if fs::write(&tmp, &signature).is_ok() && fs::rename(&tmp, &stamp).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+    Ok(ok)
 }
 
 #[cfg(test)]
@@ -306,12 +409,32 @@ mod tests {
     }
 
     #[test]
+    fn remembered_digests_follow_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("big");
+        fs::write(&f, vec![1u8; MEMO_MIN as usize]).unwrap();
+        assert_eq!(digest_file(&f).unwrap(), hash_file(&f).unwrap());
+        assert_eq!(
+            digest_file(&f).unwrap(),
+            hash_file(&f).unwrap(),
+            "remembered"
+        );
+        // Same size, new contents: the change time moved, so the digest is computed again.
+        fs::write(&f, vec![2u8; MEMO_MIN as usize]).unwrap();
+        assert_eq!(digest_file(&f).unwrap(), hash_file(&f).unwrap());
+    }
+
+    #[test]
     fn corrupt_entry_is_rebuilt() {
         let root = tempfile::tempdir().unwrap();
         let cache = Cache::with_root(root.path(), "thing");
         let p = cache
             .get_or_build(&key("a"), |dir| fs::write(dir.join("out"), b"hello"))
             .unwrap();
+        // A verified hit stamps the entry; a later write is still caught.
+        assert!(cache.lookup(&key("a")).unwrap().is_some());
+        assert!(p.join(STAMP).is_file());
+        assert!(cache.lookup(&key("a")).unwrap().is_some());
         fs::write(p.join("out"), b"HELLO").unwrap();
         assert!(cache.lookup(&key("a")).unwrap().is_none());
         let p = cache

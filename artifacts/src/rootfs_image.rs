@@ -29,7 +29,7 @@ use crate::cache::{self, Cache, Key, KeyBuilder};
 /// The cache kind of rootfs images.
 pub const CACHE_KIND: &str = "rootfs-image";
 /// Bump when the way images are made changes.
-const FORMAT_VERSION: &str = "moat-rootfs-image-v1";
+const FORMAT_VERSION: &str = "moat-rootfs-image-v2";
 /// ext4 block size.
 const EXT4_BLOCK: u64 = 4096;
 
@@ -133,8 +133,9 @@ pub struct TreeStats {
     pub blocks: u64,
 }
 
-/// Hashes a directory tree into `key` (sorted walk; see the module docs for what counts).
-pub fn hash_tree(root: &Path, key: &mut KeyBuilder) -> Result<TreeStats> {
+/// Every entry of a tree with what `lstat` says of it, in hashing order: a directory, then its
+/// non-directory children by name, then its subdirectories by name (depth first).
+fn entries(root: &Path) -> Result<Vec<(PathBuf, fs::Metadata)>> {
     let meta = fs::symlink_metadata(root).map_err(io_err("stat", root))?;
     if !meta.is_dir() {
         return Err(Error::BadRoot {
@@ -142,39 +143,100 @@ pub fn hash_tree(root: &Path, key: &mut KeyBuilder) -> Result<TreeStats> {
             reason: "is not a directory".into(),
         });
     }
-    let mut stats = TreeStats::default();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
+    let mut out = Vec::new();
+    let mut stack = vec![(PathBuf::new(), meta)];
+    while let Some((rel, meta)) = stack.pop() {
         let dir = root.join(&rel);
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .map_err(io_err("read", &dir))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(io_err("read", &dir))?;
-        names.sort();
-        add_entry(root, &rel, &meta_of(root, &rel)?, key, &mut stats)?;
-        // Children in reverse so that the stack pops them in sorted order.
-        for name in names.iter().rev() {
-            let child = rel.join(name);
-            let m = meta_of(root, &child)?;
-            if m.is_dir() {
-                stack.push(child);
-            }
+        let mut children: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
+            let e = e.map_err(io_err("read", &dir))?;
+            let child = rel.join(e.file_name());
+            let p = root.join(&child);
+            let m = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
+            children.push((child, m));
         }
-        for name in &names {
-            let child = rel.join(name);
-            let m = meta_of(root, &child)?;
-            if !m.is_dir() {
-                add_entry(root, &child, &m, key, &mut stats)?;
-            }
-        }
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push((rel, meta));
+        let (dirs, rest): (Vec<_>, Vec<_>) = children.into_iter().partition(|(_, m)| m.is_dir());
+        out.extend(rest);
+        // Reversed so that the stack pops them in sorted order.
+        stack.extend(dirs.into_iter().rev());
+    }
+    Ok(out)
+}
+
+/// Hashes a directory tree into `key` (sorted walk; see the module docs for what counts).
+pub fn hash_tree(root: &Path, key: &mut KeyBuilder) -> Result<TreeStats> {
+    let mut stats = TreeStats::default();
+    for (rel, m) in entries(root)? {
+        add_entry(root, &rel, &m, key, &mut stats)?;
     }
     Ok(stats)
 }
 
-fn meta_of(root: &Path, rel: &Path) -> Result<fs::Metadata> {
-    let p = root.join(rel);
-    fs::symlink_metadata(&p).map_err(io_err("stat", &p))
+/// The key of a tree's contents (see [`hash_tree`]) and its [`TreeStats`], remembered across runs
+/// by what `lstat` says of every entry (mode, owner, size, inode, modification and change times,
+/// device): a tree nobody touched is not read again, only walked. The memo lives beside the
+/// digests of [`cache::digest_file`]; without a writable cache the tree is hashed every time.
+pub fn tree_key(root: &Path) -> Result<(Key, TreeStats)> {
+    let list = entries(root)?;
+    let mut sig = KeyBuilder::new("moat-tree-signature-v1");
+    for (rel, m) in &list {
+        sig.add_str(&rel.to_string_lossy()).add_str(&format!(
+            "{:o} {}:{} {} {} {}.{} {}.{} {}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.len(),
+            m.ino(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.rdev()
+        ));
+    }
+    let sig = sig.finish();
+    let memo_dir = cache::root().join(".digests");
+    let name = format!(
+        "tree-{}",
+        KeyBuilder::new("path")
+            .add_str(&root.to_string_lossy())
+            .finish()
+    );
+    let memo = memo_dir.join(&name);
+    if let Ok(text) = fs::read_to_string(&memo) {
+        let f: Vec<&str> = text.split_whitespace().collect();
+        if let [s, k, e, b, bl] = f.as_slice()
+            && *s == sig.as_str()
+            && let (Ok(entries), Ok(bytes), Ok(blocks)) = (e.parse(), b.parse(), bl.parse())
+        {
+            let stats = TreeStats {
+                entries,
+                bytes,
+                blocks,
+            };
+            return Ok((Key::from_hex(k), stats));
+        }
+    }
+    let mut k = KeyBuilder::new("moat-tree-v1");
+    let mut stats = TreeStats::default();
+    for (rel, m) in &list {
+        add_entry(root, rel, m, &mut k, &mut stats)?;
+    }
+    let key = k.finish();
+    let tmp = memo_dir.join(format!("{name}.{}", std::process::id()));
+    let text = format!(
+        "{sig} {key} {} {} {}\n",
+        stats.entries, stats.bytes, stats.blocks
+    );
+    let written = fs::create_dir_all(&memo_dir)
+        .and_then(|()| fs::write(&tmp, text))
+        .and_then(|()| fs::rename(&tmp, &memo));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    Ok((key, stats))
 }
 
 fn add_entry(
@@ -211,10 +273,11 @@ pub fn build(rootfs: &Path, format: Format) -> Result<RootfsImage> {
 
 /// [`build`] with an explicit cache.
 pub fn build_in(cache: &Cache, rootfs: &Path, format: Format) -> Result<RootfsImage> {
-    let mut k = KeyBuilder::new(FORMAT_VERSION);
-    k.add_str(format.fstype());
-    let stats = hash_tree(rootfs, &mut k)?;
-    let key = k.finish();
+    let (tree, stats) = tree_key(rootfs)?;
+    let key = KeyBuilder::new(FORMAT_VERSION)
+        .add_str(format.fstype())
+        .add_str(tree.as_str())
+        .finish();
     let dir = cache.get_or_build(&key, |out| {
         let image = out.join(format.fstype());
         match format {
@@ -351,6 +414,28 @@ mod tests {
         assert_eq!(key().0, a);
         fs::write(t.path().join("etc/hostname"), "other\n").unwrap();
         assert_ne!(key().0, a);
+    }
+
+    #[test]
+    fn remembered_tree_keys_follow_the_tree() {
+        let t = tree();
+        let (a, stats) = tree_key(t.path()).unwrap();
+        assert_eq!(stats.entries, 6);
+        assert_eq!(
+            tree_key(t.path()).unwrap(),
+            (a.clone(), stats),
+            "remembered"
+        );
+        // Same size, other bytes: the change time moved, so the tree is hashed again.
+        fs::write(t.path().join("etc/hostname"), "other\n").unwrap();
+        let (b, _) = tree_key(t.path()).unwrap();
+        assert_ne!(b, a);
+        fs::write(t.path().join("etc/hostname"), "guest\n").unwrap();
+        assert_eq!(
+            tree_key(t.path()).unwrap().0,
+            a,
+            "content, not time, decides the key"
+        );
     }
 
     #[test]

@@ -153,10 +153,12 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
             (b.clone(), spec, None)
         }
         None => {
+            let t0 = std::time::Instant::now();
             let lower = match &a.rootfs {
                 Some(r) => r.clone(),
                 None => default_rootfs()?,
             };
+            tracing::debug!("rootfs {} in {:?}", lower.display(), t0.elapsed());
             if o.hostname.is_none() {
                 o.hostname = Some(t.id.clone());
             }
@@ -174,7 +176,9 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<i32> {
         bail!("no command to run: give one after `--` (e.g. moat run -- sh)");
     }
     spec::apply(&mut spec, &o).map_err(anyhow::Error::msg)?;
+    let t0 = std::time::Instant::now();
     let wall = Wall::choose(cli, kind, a, &t.id)?;
+    tracing::debug!("{kind} backend checked in {:?}", t0.elapsed());
     if moat_sandbox::Container::load(&cli.root, &t.id).is_ok() {
         bail!(
             "container {:?} already exists under {}: pick another id or delete it",

@@ -211,13 +211,16 @@ impl Backend for VmBackend {
         let spec = serde_json::to_value(&config.spec)
             .map_err(|e| Error::InvalidArgument(format!("the spec: {e}")))?;
         let io = Io::from_process_io(config.io)?;
+        let t = std::time::Instant::now();
         let image = rootfs_image::build(&dir, Format::Erofs).map_err(|e| {
             Error::internal(
                 format!("building the root file system image of {}", dir.display()),
                 e,
             )
         })?;
+        tracing::debug!("rootfs image {} in {:?}", image.path.display(), t.elapsed());
         let (machine, device) = self.machine_for(&image.path, memory)?;
+        let t = std::time::Instant::now();
         let r = machine.call(&Request::Create(CreateContainer {
             id: config.id.clone(),
             spec,
@@ -231,6 +234,11 @@ impl Backend for VmBackend {
             Response::Created { pid } => pid,
             other => return Err(client::unexpected("create", other)),
         };
+        tracing::debug!(
+            "container {} created in the guest in {:?}",
+            config.id,
+            t.elapsed()
+        );
         match Proc::attach(&machine, &config.id, None, io, guest_pid) {
             Ok(init) => Ok(Box::new(VmInstance::new(config.id, machine, init))),
             Err(e) => {
