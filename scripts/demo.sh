@@ -9,6 +9,11 @@ cargo build --release --workspace
 # The vm backend's guest: kernel, static moat-agent, initramfs (cached; minutes on first use).
 cargo run --release -q -p moat-artifacts --example build-guest >/dev/null
 
+# moat's cache (as scripts/deps.sh finds it): the rig must be able to write images into it.
+cache=${MOAT_CACHE_DIR:-${XDG_CACHE_HOME:+$XDG_CACHE_HOME/moat}}
+cache=${cache:-${HOME:+$HOME/.cache/moat}}
+cache=${cache:-/var/cache/moat}
+mkdir -p "$cache"
 moat=$PWD/target/release/moat
 rig=$PWD/target/release/moat-rig
 
@@ -37,7 +42,7 @@ run() {
 	vm)
 		if ! "$moat" check --backend vm >/dev/null; then
 			echo "(vm: $("$moat" check --backend vm | head -n1 | cut -d: -f2-); running it inside the KVM rig)"
-			prefix=("$rig" run --)
+			prefix=("$rig" run --rw "$cache" --)
 		fi
 		;;
 	esac

@@ -216,7 +216,7 @@ impl Instance for VmInstance {
                 ..
             }) => Ok(status),
             Ok(other) => Err(unexpected("delete", other)),
-            Err(_) if self.machine.ended() => Ok(status),
+            Err(_) if self.machine.ending() => Ok(status),
             Err(e) => Err(e),
         }
     }

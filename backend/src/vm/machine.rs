@@ -189,9 +189,15 @@ impl Machine {
         rpc.call_timeout(req, timeout).map_err(|e| self.explain(e))
     }
 
+    /// True if the VM has ended or ends within a moment: a failed connection is usually the
+    /// first sign of a dying VMM, before its exit is collected.
+    pub(crate) fn ending(&self) -> bool {
+        self.ended() || matches!(self.vmm.wait_timeout(Duration::from_secs(2)), Ok(Some(_)))
+    }
+
     /// Adds why the VM is gone to a connection error, if it is.
     pub(crate) fn explain(&self, e: Error) -> Error {
-        if self.ended() {
+        if self.ending() {
             Error::Unavailable(format!("the VM ended: {}", self.last_words()))
         } else {
             e

@@ -149,6 +149,26 @@ pub fn backends() -> Vec<Backend> {
         .clone()
 }
 
+/// Backends that cannot run on this host but can in the KVM rig: `vm` where `/dev/kvm` is PVM
+/// (or absent), once the guest artifacts are built. Empty when `MOAT_TEST_BACKENDS` is set (the
+/// rig's nested runs set it) or inside the rig.
+pub fn rig_backends() -> Vec<Backend> {
+    use moat_rig::harness::{Place, inside_rig, place};
+    if std::env::var_os("MOAT_TEST_BACKENDS").is_some() || inside_rig() {
+        return Vec::new();
+    }
+    if backends().contains(&Backend("vm")) || place() != Place::Rig {
+        return Vec::new();
+    }
+    match moat_backend::vm::check::built_artifacts() {
+        Ok(_) => vec![Backend("vm")],
+        Err(why) => {
+            eprintln!("SKIPPED backend vm (in the rig): {why}");
+            Vec::new()
+        }
+    }
+}
+
 /// A conformance case: where it differs by design and why.
 pub struct Case {
     /// Test name, for messages.
@@ -178,6 +198,19 @@ impl Case {
             eprintln!("conformance: {} on {}", self.name, b.0);
             let ctx = Ctx::new(b);
             body(&ctx);
+        }
+        for b in rig_backends() {
+            if let Some((_, why)) = self.differs.iter().find(|(k, _)| *k == b.0) {
+                eprintln!(
+                    "SKIPPED: {} on {}: differs by design: {why}",
+                    self.name, b.0
+                );
+                continue;
+            }
+            eprintln!("conformance: {} on {}, in the KVM rig", self.name, b.0);
+            // Built here: the rig's view of the source and target trees is read-only.
+            probe_binary();
+            moat_rig::harness::rerun_in_rig_with_env(&[("MOAT_TEST_BACKENDS", b.0)]);
         }
     }
 }
@@ -326,7 +359,16 @@ pub fn probe_binary() -> PathBuf {
             let exe = std::env::current_exe().unwrap();
             let out_dir = exe.parent().unwrap().join("moat-probe");
             std::fs::create_dir_all(&out_dir).unwrap();
-            let out = out_dir.join(format!("probe-{}", std::process::id()));
+            // Named by its source, so a nested run in the rig (read-only tree) finds it built.
+            let key = moat_artifacts::cache::KeyBuilder::new("moat-cli-probe-v1")
+                .add_file(&src)
+                .unwrap()
+                .finish();
+            let out = out_dir.join(format!("probe-{}", &key.as_str()[..16]));
+            if out.is_file() {
+                return out;
+            }
+            let tmp = out_dir.join(format!("probe.{}.tmp", std::process::id()));
             let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
             let o = output(
                 Command::new(rustc)
@@ -339,10 +381,11 @@ pub fn probe_binary() -> PathBuf {
                     ])
                     .arg(&src)
                     .arg("-o")
-                    .arg(&out),
+                    .arg(&tmp),
                 Duration::from_secs(300),
             );
             assert_eq!(o.code, 0, "building the probe: {o:#?}");
+            std::fs::rename(&tmp, &out).unwrap();
             out
         })
         .clone()
