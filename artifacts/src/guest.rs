@@ -141,6 +141,10 @@ pub fn agent() -> Result<PathBuf> {
         .env_remove("CARGO_TARGET_DIR")
         .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        // Small: the initramfs is copied and unpacked at every boot (5.0 MB -> see the note).
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
+        .env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
         .output()
         .map_err(|e| Error::Agent(format!("cannot run {}: {e}", cargo.to_string_lossy())))?;
     if !out.status.success() {

@@ -74,7 +74,17 @@ pub fn run_in_rig(body: impl FnOnce()) {
 /// the caller's own code then runs. Call it from a `#[test]` function, on the test's thread.
 pub fn rerun_in_rig_with_env(env: &[(&str, &str)]) {
     if !inside_rig() {
-        rerun(env);
+        rerun(env, &[]);
+    }
+}
+
+/// Like [`run_in_rig`], with extra L1 modules loaded (from [`kernel::EXTRA_MODULES`], e.g.
+/// `overlay` for a containerd inside the rig).
+pub fn run_in_rig_with_modules(modules: &[&str], body: impl FnOnce()) {
+    if inside_rig() {
+        body();
+    } else {
+        rerun(&[], modules);
     }
 }
 
@@ -91,10 +101,10 @@ fn test_name() -> String {
 }
 
 fn rerun_in_rig() {
-    rerun(&[]);
+    rerun(&[], &[]);
 }
 
-fn rerun(env: &[(&str, &str)]) {
+fn rerun(env: &[(&str, &str)], modules: &[&str]) {
     let name = test_name();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -118,6 +128,7 @@ fn rerun(env: &[(&str, &str)]) {
     cfg.timeout = (secs > 0).then(|| Duration::from_secs(secs));
     cfg.env
         .extend(env.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+    cfg.modules.extend(modules.iter().map(|m| m.to_string()));
     let cache = moat_artifacts::cache::root();
     if std::fs::create_dir_all(&cache).is_ok() {
         cfg.rw.push(cache);

@@ -32,7 +32,7 @@ pub const CORE_MODULES: &[&str] = &[
 
 /// Modules a run may ask for (`--module`), for what VM tests may use in L2; each costs ~0.05 s to load
 /// under TCG, so they are not loaded unless asked for.
-pub const EXTRA_MODULES: &[&str] = &["vhost_vsock", "vhost_net", "tun"];
+pub const EXTRA_MODULES: &[&str] = &["vhost_vsock", "vhost_net", "tun", "overlay"];
 
 /// Bump when what an entry holds changes.
 const FORMAT: &str = "moat-rig-kernel-v2";

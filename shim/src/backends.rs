@@ -7,6 +7,7 @@ use std::sync::Arc;
 use moat_backend::check::HostFacts;
 use moat_backend::ns::{NsBackend, NsOptions};
 use moat_backend::trace::{Policy, TraceBackend, TraceOptions};
+use moat_backend::vm::{VmBackend, VmOptions};
 use moat_backend::{Backend, BackendKind};
 use sha2::{Digest, Sha256};
 
@@ -41,18 +42,14 @@ pub fn available(kind: BackendKind) -> std::result::Result<(), String> {
     let a = match kind {
         BackendKind::Ns => moat_backend::ns::check::availability(&HostFacts::probe()),
         BackendKind::Trace => moat_backend::trace::check::availability(&HostFacts::probe()),
-        other => {
-            return Err(format!(
-                "the {other} backend is not built into this containerd-shim-moat-v2 yet"
-            ));
-        }
+        BackendKind::Vm => moat_backend::vm::check::availability(&moat_host::kvm::probe()),
     };
     if a.usable() { Ok(()) } else { Err(a.reason) }
 }
 
-/// Opens the backend a (narrowed) handler config selects, for one pod whose state lives under
-/// `root`.
-pub fn open(config: &HandlerConfig, root: PathBuf) -> Result<Arc<dyn Backend>> {
+/// Opens the backend a (narrowed) handler config selects, for pod `pod` (its first container's
+/// id) whose state lives under `root`.
+pub fn open(config: &HandlerConfig, root: PathBuf, pod: &str) -> Result<Arc<dyn Backend>> {
     match config.backend {
         BackendKind::Ns => Ok(Arc::new(NsBackend::new(NsOptions { root })?)),
         BackendKind::Trace => {
@@ -78,8 +75,26 @@ pub fn open(config: &HandlerConfig, root: PathBuf) -> Result<Arc<dyn Backend>> {
                 supervisor: None,
             })?))
         }
-        other => Err(Error::Backend(moat_backend::Error::Unavailable(format!(
-            "the {other} backend is not built into this containerd-shim-moat-v2 yet"
-        )))),
+        BackendKind::Vm => {
+            let v = config.vm.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("backend = \"vm\" needs a [vm] section".into())
+            })?;
+            let vmm = match &v.vmm {
+                Some(p) => p.clone(),
+                None => moat_backend::vm::vmm_binary()?,
+            };
+            Ok(Arc::new(VmBackend::new(VmOptions {
+                root,
+                pod: pod.to_string(),
+                kernel: v.kernel.clone(),
+                initramfs: v.initramfs.clone(),
+                vmm,
+                memory_mib: v.memory_mib,
+                vcpus: v.vcpus,
+                overhead_mib: v.overhead_mib,
+                boot_timeout: std::time::Duration::from_secs(120),
+                spare_disks: v.spare_disks,
+            })?))
+        }
     }
 }

@@ -120,6 +120,10 @@ pub struct VmConfig {
     /// The VMM binary; default: `moat-vmm` next to the shim, then on `PATH`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmm: Option<PathBuf>,
+    /// Empty disks each VM boots with, one per further container image of the pod (the pod's
+    /// first image, the pause container's, is attached at boot).
+    #[serde(default = "default_spare_disks")]
+    pub spare_disks: u32,
 }
 
 /// `[trace]`: the syscall policy.
@@ -145,6 +149,12 @@ fn default_vcpus() -> u32 {
 fn default_overhead_mib() -> u32 {
     64
 }
+fn default_spare_disks() -> u32 {
+    6
+}
+
+/// The most spare disks a VM may boot with (moat-vmm has 19 virtio slots; vsock takes one).
+const MAX_SPARE_DISKS: u32 = 16;
 
 const MIN_MEMORY_MIB: u32 = 32;
 const MAX_VCPUS: u32 = 255;
@@ -215,6 +225,12 @@ impl HandlerConfig {
                     return Err(invalid(format!(
                         "vm.memory_mib = {} is too small: the guest needs at least {MIN_MEMORY_MIB}",
                         vm.memory_mib
+                    )));
+                }
+                if vm.spare_disks > MAX_SPARE_DISKS {
+                    return Err(invalid(format!(
+                        "vm.spare_disks = {} is out of range: use 0..={MAX_SPARE_DISKS}",
+                        vm.spare_disks
                     )));
                 }
                 if vm.vcpus == 0 || vm.vcpus > MAX_VCPUS {

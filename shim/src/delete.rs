@@ -37,7 +37,7 @@ pub fn run(args: &Args) -> Result<Vec<u8>> {
             None => Some(HandlerConfig::default_ns()),
         };
         let root = backends::state_root(&args.address, &args.namespace);
-        match config.map(|c| backends::open(&c, root.clone())) {
+        match config.map(|c| backends::open(&c, root.clone(), &args.id)) {
             Some(Ok(b)) => {
                 if let Err(e) = b.cleanup_orphan(&args.id, &bundle) {
                     tracing::warn!("backend cleanup of {}: {e}", args.id);

@@ -168,7 +168,7 @@ impl Pod {
             }
             return Ok(b.clone());
         }
-        let b = crate::backends::open(config, self.state_root.clone())?;
+        let b = crate::backends::open(config, self.state_root.clone(), id)?;
         g.backend = Some(b.clone());
         g.config = Some((path.clone(), config.clone()));
         Ok(b)

@@ -269,3 +269,89 @@ fn limits_reach_the_cgroup_and_annotations_only_tighten() {
     assert!(report.is_clean(), "{report:#?}");
     leaks.assert_clean();
 }
+
+/// moat-vm through the CRI where `/dev/kvm` cannot run guests: the whole test (a private
+/// containerd included) re-runs inside the KVM rig. Where it can, the per-handler test above
+/// covers moat-vm directly.
+#[test]
+fn a_vm_pod_shares_one_vm_and_runs_the_guest_kernel() {
+    use moat_backend::BackendKind;
+    use moat_rig::harness::{Place, inside_rig, place};
+    skip_if!(moat_testkit::containerd::unavailable());
+    if place() == Place::Here && !inside_rig() {
+        moat_testkit::skip!(
+            "hardware KVM: one_pod_per_handler_runs_exec_sync_and_reports_stats covers moat-vm"
+        );
+    }
+    if !inside_rig()
+        && let Err(why) = moat_backend::vm::check::built_artifacts()
+    {
+        moat_testkit::skip!("the guest artifacts are not built: {why}");
+    }
+    // containerd's overlayfs snapshotter needs L1's overlay module.
+    moat_rig::harness::run_in_rig_with_modules(&["overlay"], || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut handlers = Handlers::write(dir.path());
+        handlers.usable.retain(|(k, _)| *k == BackendKind::Vm);
+        assert!(
+            !handlers.usable.is_empty(),
+            "vm must run in the rig: {:?}",
+            handlers.skipped
+        );
+        let leaks = LeakCheck::new();
+        let ctd = containerd(&handlers, true);
+        let mut cri = connect(&ctd);
+        let (pod, cfg, c) = start_pod(&mut cri, &ctd, "moat-vm", "vm-pod");
+        let out = cri
+            .exec_sync(&c, &["uname", "-r"], Duration::from_secs(60))
+            .unwrap();
+        let release = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let guest = match moat_artifacts::kernel::status() {
+            moat_artifacts::kernel::Status::Built(k) => k.version,
+            s => panic!("no guest kernel: {s:?}"),
+        };
+        assert_eq!(release, guest, "{out:?}");
+        assert_ne!(release, host_kernel());
+
+        // A second container (another image: busybox with another command) joins the same VM.
+        let c2 = cri
+            .create_container(
+                &pod,
+                container_config("side", BUSYBOX_REF, &["sh", "-c", "echo side; sleep 1000"]),
+                cfg.clone(),
+            )
+            .unwrap();
+        cri.start_container(&c2).unwrap();
+        assert_eq!(shim_pids(&ctd).len(), 1, "one shim per pod");
+        let vmms = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "moat-vmm")
+            })
+            .count();
+        assert_eq!(vmms, 1, "one VM per pod");
+        let out = cri
+            .exec_sync(&c2, &["sh", "-c", "echo $((6*7))"], Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(out.stdout, b"42\n");
+        let stats = cri.container_stats(&c).unwrap();
+        let mem = stats
+            .memory
+            .and_then(|m| m.working_set_bytes)
+            .map(|v| v.value);
+        assert!(mem.is_some_and(|m| m > 0), "{mem:?}");
+
+        cri.stop_container(&c2, 5).unwrap();
+        cri.remove_container(&c2).unwrap();
+        remove_pod(&mut cri, &pod);
+        assert!(
+            eventually(Duration::from_secs(30), || shim_pids(&ctd).is_empty()),
+            "the shim exits once its pod is gone"
+        );
+        drop(cri);
+        let report = ctd.shutdown();
+        assert!(report.is_clean(), "{report:#?}");
+        leaks.assert_clean();
+    });
+}

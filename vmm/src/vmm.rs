@@ -241,6 +241,7 @@ pub fn run(cfg: VmConfig, started: Instant) -> Result<ExitReason, Error> {
         pio.insert(t, u64::from(moat_abi::BOOT_TIMER_PORT), BOOT_TIMER_LEN)
             .map_err(overlap)?;
     }
+    let n_blocks = cfg.block.len();
     let mut mmio = Bus::new();
     let mut transports = Vec::new();
     for (i, dev) in virtio.into_iter().enumerate() {
@@ -257,8 +258,8 @@ pub fn run(cfg: VmConfig, started: Instant) -> Result<ExitReason, Error> {
             .map_err(overlap)?;
         transports.push(t);
     }
-    let mut event_loop =
-        EventLoop::new(transports, control.clone()).map_err(|e| Error::Host(e.to_string()))?;
+    let mut event_loop = EventLoop::new(transports.clone(), control.clone())
+        .map_err(|e| Error::Host(e.to_string()))?;
 
     seccomp::install_sigsys_handler().map_err(host("SIGSYS handler"))?;
     vcpu::install_kick_handler().map_err(host("signal handler"))?;
@@ -306,6 +307,7 @@ pub fn run(cfg: VmConfig, started: Instant) -> Result<ExitReason, Error> {
                 }
             }),
             vcpus: tids.len(),
+            disks: transports[..n_blocks].to_vec(),
         };
         let c = control.clone();
         std::thread::Builder::new()

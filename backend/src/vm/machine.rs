@@ -31,6 +31,8 @@ pub(crate) struct BootConfig {
     pub vcpus: u32,
     /// Read-only disks, in order (`vda`, `vdb`, ...).
     pub disks: Vec<PathBuf>,
+    /// Empty read-only disks after those, to be filled later ([`Machine::fill_disk`]).
+    pub spare_disks: u32,
     /// The guest's hostname.
     pub hostname: String,
     /// How long the agent may take to answer after the VMM starts.
@@ -105,6 +107,14 @@ impl Machine {
         for d in &cfg.disks {
             cmd.arg("--block").arg(format!("{},ro", d.display()));
         }
+        if cfg.spare_disks > 0 {
+            let empty = dir.join("empty.img");
+            std::fs::write(&empty, b"")
+                .map_err(|e| Error::internal(format!("creating {}", empty.display()), e))?;
+            for _ in 0..cfg.spare_disks {
+                cmd.arg("--block").arg(format!("{},ro", empty.display()));
+            }
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr));
@@ -156,6 +166,35 @@ impl Machine {
                 )));
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Puts `image` into disk `index` (0 = `vda`; one of the spare disks) through the VMM's API:
+    /// the image's descriptor goes over the socket, so the VMM opens nothing itself.
+    pub(crate) fn fill_disk(&self, index: usize, image: &Path) -> Result<()> {
+        use std::io::{BufRead, BufReader, Read};
+        let file = std::fs::File::open(image)
+            .map_err(|e| Error::internal(format!("opening {}", image.display()), e))?;
+        let api = self.dir.join("api.sock");
+        let s = std::os::unix::net::UnixStream::connect(&api)
+            .map_err(|e| self.explain(Error::internal("connecting to the VMM's API", e)))?;
+        s.set_read_timeout(Some(client::RPC_TIMEOUT))
+            .map_err(|e| Error::internal("setting the API socket's timeout", e))?;
+        send_with_fd(&s, format!("disk {index}\n").as_bytes(), &file)
+            .map_err(|e| self.explain(Error::internal("sending a disk to the VMM", e)))?;
+        let mut line = String::new();
+        BufReader::new((&s).take(4096))
+            .read_line(&mut line)
+            .map_err(|e| self.explain(Error::internal("reading the VMM's answer", e)))?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| Error::internal("reading the VMM's answer", format!("{e}: {line:?}")))?;
+        if v["ok"] == true {
+            Ok(())
+        } else {
+            Err(Error::internal(
+                format!("putting {} into disk {index}", image.display()),
+                v["error"].as_str().unwrap_or("the VMM refused").to_string(),
+            ))
         }
     }
 
@@ -244,6 +283,48 @@ impl Machine {
             tracing::warn!("removing {}: {e}", self.dir.display());
         }
     }
+}
+
+/// Sends `line` with `file`'s descriptor attached (`SCM_RIGHTS`).
+fn send_with_fd(
+    s: &std::os::unix::net::UnixStream,
+    line: &[u8],
+    file: &std::fs::File,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut iov = libc::iovec {
+        iov_base: line.as_ptr() as *mut libc::c_void,
+        iov_len: line.len(),
+    };
+    // Room for one descriptor's control message, 8-byte aligned.
+    let mut control = [0u64; 4];
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a constant computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    // SAFETY: the control buffer holds one cmsghdr plus an int (checked size above), so the
+    // header and data pointers stay inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        libc::CMSG_DATA(c)
+            .cast::<libc::c_int>()
+            .write_unaligned(file.as_raw_fd());
+    }
+    // SAFETY: sendmsg of the message built above on a connected socket.
+    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if n as usize != line.len() {
+        return Err(std::io::Error::other("short write on the API socket"));
+    }
+    Ok(())
 }
 
 /// The file in a VM's directory naming its VMM: `<pid> <start time>`.

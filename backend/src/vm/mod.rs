@@ -9,15 +9,17 @@
 //! standard stream of a process has a connection of its own, so a slow reader holds back only its
 //! own stream (vsock credit), nothing is buffered without bound, and nothing is lost.
 //!
-//! Limits of this version: every container of a pod must use the first container's root file
-//! system image (disks cannot be added to a running VM yet), and terminals, pause/resume and
-//! live resource updates are refused with an error that says so.
+//! Containers created after the VM booted get their root file system on one of the spare disks the
+//! VM booted with (empty until moat-vmm's `disk N` puts an image in; containers with the same
+//! image share its disk). Limits of this version: at most `spare_disks` further images per pod,
+//! and terminals, pause/resume and live resource updates are refused with an error that says so.
 
 pub mod check;
 mod client;
 mod instance;
 mod machine;
 mod process;
+mod spec;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -53,6 +55,9 @@ pub struct VmOptions {
     pub overhead_mib: u32,
     /// How long the guest may take to boot to its agent.
     pub boot_timeout: Duration,
+    /// Empty disks the VM boots with, for containers created later whose root file system
+    /// differs from the first one's (a pod's). `moat run` needs none.
+    pub spare_disks: u32,
 }
 
 impl VmOptions {
@@ -71,6 +76,7 @@ impl VmOptions {
             vcpus: 1,
             overhead_mib: 64,
             boot_timeout: Duration::from_secs(120),
+            spare_disks: 0,
         })
     }
 }
@@ -94,8 +100,8 @@ pub struct VmBackend {
 #[derive(Debug)]
 struct Pod {
     machine: Arc<Machine>,
-    /// The disks the VM was booted with, `vda` first.
-    disks: Vec<PathBuf>,
+    /// What each disk holds, `vda` first; `None`: a spare disk not filled yet.
+    disks: Vec<Option<PathBuf>>,
 }
 
 impl VmBackend {
@@ -113,6 +119,13 @@ impl VmBackend {
             opts,
             vm: Mutex::new(None),
         })
+    }
+
+    /// The VM's state directory: `<root>/<pod>.vm`, the pod's name cut to 24 characters so the
+    /// sockets inside stay within the 108 bytes a Unix socket path may have.
+    fn vm_dir(&self) -> PathBuf {
+        let pod: String = self.opts.pod.chars().take(24).collect();
+        self.opts.root.join(format!("{pod}.vm"))
     }
 
     /// The root directory of the container's image, as the spec names it.
@@ -157,20 +170,25 @@ impl VmBackend {
     /// The running VM and the device of `image` in it, booting the VM with `image` if needed.
     fn machine_for(&self, image: &Path, memory_mib: u32) -> Result<(Arc<Machine>, String)> {
         let mut vm = self.vm.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pod) = vm.as_ref() {
+        if let Some(pod) = vm.as_mut() {
             if pod.machine.ended() {
                 return Err(Error::Unavailable(format!(
                     "the pod's VM has ended: {}",
                     pod.machine.last_words()
                 )));
             }
-            let Some(i) = pod.disks.iter().position(|d| d == image) else {
-                return Err(Error::Unimplemented(
-                    "this container's root file system differs from the pod's first one, and \
-                     disks cannot be added to a running VM yet"
-                        .into(),
-                ));
+            if let Some(i) = pod.disks.iter().position(|d| d.as_deref() == Some(image)) {
+                return Ok((pod.machine.clone(), disk_name(i)));
+            }
+            let Some(i) = pod.disks.iter().position(Option::is_none) else {
+                return Err(Error::Unavailable(format!(
+                    "the pod's VM has no spare disk left for another root file system (it \
+                     booted with {} disks): give the handler more spare_disks",
+                    pod.disks.len()
+                )));
             };
+            pod.machine.fill_disk(i, image)?;
+            pod.disks[i] = Some(image.to_path_buf());
             return Ok((pod.machine.clone(), disk_name(i)));
         }
         let cfg = BootConfig {
@@ -180,14 +198,17 @@ impl VmBackend {
             memory_mib,
             vcpus: self.opts.vcpus,
             disks: vec![image.to_path_buf()],
+            spare_disks: self.opts.spare_disks,
             hostname: self.opts.pod.clone(),
             boot_timeout: self.opts.boot_timeout,
         };
-        let dir = self.opts.root.join(format!("{}.vm", self.opts.pod));
+        let dir = self.vm_dir();
         let machine = Arc::new(Machine::boot(&dir, &cfg)?);
+        let mut disks: Vec<Option<PathBuf>> = cfg.disks.into_iter().map(Some).collect();
+        disks.extend((0..cfg.spare_disks).map(|_| None));
         *vm = Some(Pod {
             machine: machine.clone(),
-            disks: cfg.disks,
+            disks,
         });
         Ok((machine, disk_name(0)))
     }
@@ -208,7 +229,15 @@ impl Backend for VmBackend {
         proto::validate_id("container id", &config.id).map_err(Error::InvalidArgument)?;
         let dir = Self::rootfs_dir(&config)?;
         let memory = self.memory_mib(&config);
-        let spec = serde_json::to_value(&config.spec)
+        let mut guest_spec = config.spec.clone();
+        let dropped = spec::for_guest(&mut guest_spec);
+        if dropped != spec::Dropped::default() {
+            tracing::debug!(
+                "container {}: left out for the guest: {dropped:?}",
+                config.id
+            );
+        }
+        let spec = serde_json::to_value(&guest_spec)
             .map_err(|e| Error::InvalidArgument(format!("the spec: {e}")))?;
         let io = Io::from_process_io(config.io)?;
         let t = std::time::Instant::now();
@@ -261,7 +290,7 @@ impl Backend for VmBackend {
 
     fn cleanup_orphan(&self, _id: &str, _bundle: &Path) -> Result<()> {
         // Whatever the dead process left of this pod: its VMM (if still running) and directory.
-        machine::kill_orphan(&self.opts.root.join(format!("{}.vm", self.opts.pod)));
+        machine::kill_orphan(&self.vm_dir());
         Ok(())
     }
 }

@@ -182,7 +182,10 @@ pub fn check(paths: &Paths, device: &str, fstype: &str) -> Outcome<PathBuf> {
     }
     let disk = paths.dev.join(device);
     match std::fs::metadata(&disk) {
-        Ok(m) if m.file_type().is_block_device() => Ok(disk),
+        Ok(m) if m.file_type().is_block_device() => {
+            wait_for_medium(&disk)?;
+            Ok(disk)
+        }
         Ok(_) => Err(Failure::precondition(format!(
             "{} is not a block device",
             disk.display()
@@ -192,6 +195,42 @@ pub fn check(paths: &Paths, device: &str, fstype: &str) -> Outcome<PathBuf> {
              the container",
             disk.display()
         ))),
+    }
+}
+
+/// How long a spare disk may take to show the image the host just put in it.
+const MEDIUM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until `disk` has a non-zero size. A pod's VM boots with empty spare disks; the host fills
+/// one (moat-vmm's `disk N`) right before it creates a container from it, and the guest kernel
+/// learns the new capacity from a configuration-change interrupt, asynchronously.
+fn wait_for_medium(disk: &Path) -> Outcome<()> {
+    use std::os::fd::AsRawFd;
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    let f = std::fs::File::open(disk)
+        .map_err(|e| Failure::precondition(format!("cannot open {}: {e}", disk.display())))?;
+    let deadline = std::time::Instant::now() + MEDIUM_TIMEOUT;
+    loop {
+        let mut size: u64 = 0;
+        // SAFETY: BLKGETSIZE64 writes one u64 into `size`, a live local.
+        let rc = unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size) };
+        if rc < 0 {
+            return Err(Failure::precondition(format!(
+                "cannot read the size of {}: {}",
+                disk.display(),
+                io::Error::last_os_error()
+            )));
+        }
+        if size > 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Failure::precondition(format!(
+                "{} is still empty after {MEDIUM_TIMEOUT:?}: the host did not attach an image to it",
+                disk.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

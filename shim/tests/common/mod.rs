@@ -39,13 +39,15 @@ impl Handlers {
                     std::fs::write(&policy, TRACE_POLICY).unwrap();
                     format!("backend = \"trace\"\n[trace]\npolicy = {:?}\n", policy)
                 }
-                other => {
-                    h.skipped.push((
-                        other,
-                        "the end-to-end tests have no config for it yet".into(),
-                    ));
-                    continue;
-                }
+                BackendKind::Vm => match moat_backend::vm::check::built_artifacts() {
+                    Ok((kernel, initramfs)) => format!(
+                        "backend = \"vm\"\n[vm]\nkernel = {kernel:?}\ninitramfs = {initramfs:?}\n"
+                    ),
+                    Err(why) => {
+                        h.skipped.push((BackendKind::Vm, why));
+                        continue;
+                    }
+                },
             };
             let p = dir.join(format!("{kind}.toml"));
             std::fs::write(&p, text).unwrap();

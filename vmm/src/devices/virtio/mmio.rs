@@ -122,6 +122,15 @@ impl MmioTransport {
         })
     }
 
+    /// Replaces the backing file of the disk behind this transport and tells the guest (a
+    /// configuration-change interrupt, with a new configuration generation). Returns the size.
+    pub fn replace_disk(&mut self, file: std::fs::File) -> Result<u64, String> {
+        let size = self.device.replace_disk(file)?;
+        self.config_generation = self.config_generation.wrapping_add(1);
+        self.interrupt.signal_config();
+        Ok(size)
+    }
+
     /// The eventfds the guest's queue notifications land in (one per queue; datamatch = index).
     pub fn queue_evts(&self) -> &[EventFd] {
         &self.queue_evts

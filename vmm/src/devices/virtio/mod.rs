@@ -59,6 +59,12 @@ impl Interrupt {
         let _ = self.evt.write(1);
     }
 
+    /// Tells the guest that the device's configuration changed (e.g. a disk's capacity).
+    pub fn signal_config(&self) {
+        self.status.fetch_or(INT_CONFIG, Ordering::AcqRel);
+        let _ = self.evt.write(1);
+    }
+
     /// The pending status bits.
     pub fn status(&self) -> u32 {
         self.status.load(Ordering::Acquire)
@@ -114,6 +120,11 @@ pub trait VirtioDevice: Send {
     }
     /// The `index`-th of `fds()` is ready.
     fn process_fd(&mut self, _index: usize) {}
+    /// Replaces a disk's backing file (block devices only); returns the new size in bytes. The
+    /// transport then tells the guest its configuration changed.
+    fn replace_disk(&mut self, _file: std::fs::File) -> Result<u64, String> {
+        Err("this virtio device is not a disk".into())
+    }
     /// The earliest moment the device wants `on_deadline` called.
     fn next_deadline(&self) -> Option<std::time::Instant> {
         None

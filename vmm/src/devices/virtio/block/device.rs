@@ -105,6 +105,29 @@ impl VirtioDevice for Block {
         read_config_bytes(&self.config, offset, data);
     }
 
+    fn replace_disk(&mut self, file: File) -> Result<u64, String> {
+        // fstat, not File::metadata (statx): the API thread's filter allows only fstat.
+        // SAFETY: an all-zero stat is a valid buffer for fstat to fill.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on a descriptor we own, into a live buffer.
+        if unsafe { libc::fstat(std::os::fd::AsRawFd::as_raw_fd(&file), &mut st) } < 0 {
+            return Err(format!(
+                "cannot stat the new image: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG && st.st_mode & libc::S_IFMT != libc::S_IFBLK
+        {
+            return Err("the new image is neither a regular file nor a block device".into());
+        }
+        let len = u64::try_from(st.st_size).unwrap_or(0);
+        let size = len - len % SECTOR_SIZE;
+        self.disk.file = file;
+        self.disk.size = size;
+        self.config = (size / SECTOR_SIZE).to_le_bytes();
+        Ok(size)
+    }
+
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
