@@ -104,6 +104,10 @@ pub enum Command {
     List(ListArgs),
     /// OCI: print what this runtime supports (runtime-spec features JSON).
     Features,
+    /// Install moat on this node: binaries, guest kernel, handler configs, containerd runtimes.
+    Install(InstallArgs),
+    /// Undo `moat install`: containerd's config put back byte for byte, moat's files removed.
+    Uninstall(UninstallArgs),
 }
 
 /// `moat run`.
@@ -213,6 +217,56 @@ pub struct CheckArgs {
     /// Ask only about these backends (repeatable).
     #[arg(long, value_enum)]
     pub backend: Vec<BackendArg>,
+}
+
+/// `moat install`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+WHAT IT WRITES (under --prefix DIR when given, and the configs then point there):
+  /usr/local/bin/{moat,containerd-shim-moat-v2,moat-trace,moat-vmm}   from beside this moat
+  /usr/local/share/moat/{vmlinux,initramfs.cpio}   the guest, from ../share/moat beside this moat
+                                                   or moat's build cache (else moat-vm is left out)
+  /etc/moat/{ns,vm,trace}.toml, /etc/moat/trace-policy.toml   handler configs (your edits are kept)
+  /etc/containerd/config.toml   the moat-ns, moat-vm, moat-trace runtimes merged in; the original is
+                                kept as config.toml.moat-backup and `moat uninstall` restores it
+  /usr/local/share/moat/install-record.json   what was installed, for `moat uninstall`
+
+Installing twice changes nothing. containerd reads its config only when it starts: restart it
+afterwards, or pass --restart-containerd.")]
+pub struct InstallArgs {
+    /// Install below DIR instead of / (DIR/usr/local/bin, DIR/etc/moat, DIR/usr/local/share/moat,
+    /// DIR/etc/containerd/config.toml); the configs written point at those paths.
+    #[arg(long, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
+
+    /// containerd's config file to merge moat's runtimes into (default:
+    /// <prefix>/etc/containerd/config.toml); created if missing.
+    #[arg(long, value_name = "FILE")]
+    pub containerd_config: Option<PathBuf>,
+
+    /// Print a diff of every file install would write, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Restart containerd when its config changed (systemd only; otherwise moat says how).
+    #[arg(long)]
+    pub restart_containerd: bool,
+}
+
+/// `moat uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The --prefix moat was installed with.
+    #[arg(long, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
+
+    /// Print a diff of every file uninstall would write or remove, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Restart containerd when its config changed (systemd only; otherwise moat says how).
+    #[arg(long)]
+    pub restart_containerd: bool,
 }
 
 /// A container id.
@@ -428,5 +482,31 @@ mod tests {
         ]);
         let bad = Cli::try_parse_from(["moat", "run", "--rootfs", "/r", "--bundle", "/b", "x"]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn install_and_uninstall_flags() {
+        let cli = parse(&[
+            "install",
+            "--prefix",
+            "/tmp/p",
+            "--containerd-config",
+            "/tmp/p/c.toml",
+            "--dry-run",
+            "--restart-containerd",
+        ]);
+        let Command::Install(i) = cli.command else {
+            panic!()
+        };
+        assert_eq!(i.prefix.as_deref(), Some(std::path::Path::new("/tmp/p")));
+        assert_eq!(
+            i.containerd_config.as_deref(),
+            Some(std::path::Path::new("/tmp/p/c.toml"))
+        );
+        assert!(i.dry_run && i.restart_containerd);
+        let Command::Uninstall(u) = parse(&["uninstall", "--prefix", "/tmp/p"]).command else {
+            panic!()
+        };
+        assert!(!u.dry_run && !u.restart_containerd);
     }
 }

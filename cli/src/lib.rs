@@ -1,9 +1,10 @@
-//! The `moat` command line: `run`, `check` and the OCI runtime verbs. `main.rs` only calls [`main`];
+//! The `moat` command line: `run`, `check`, `install`/`uninstall` and the OCI runtime verbs. `main.rs` only calls [`main`];
 //! each verb lives in its own module so tests and other front ends can reuse them.
 
 pub mod args;
 pub mod check;
 pub mod forward;
+pub mod install;
 pub mod logging;
 pub mod oci;
 pub mod rootfs;
@@ -92,5 +93,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::Resume(a) => resources::resume(cli, a),
         Command::Update(a) => resources::update(cli, a),
         Command::Features => resources::features(),
+        Command::Install(a) => install::install(a),
+        Command::Uninstall(a) => install::uninstall(a),
     }
 }

@@ -204,6 +204,18 @@ pub fn render(
     log_level: &str,
     extra: &Table,
 ) -> Result<String, toml::ser::Error> {
+    render_on(Table::new(), paths, cri, log_level, extra)
+}
+
+/// Like [`render`], but over `base` (an existing config file's tables): the harness's settings
+/// are merged over it table by table, then `extra`.
+pub fn render_on(
+    mut base: Table,
+    paths: &Paths,
+    cri: Option<&Cri>,
+    log_level: &str,
+    extra: &Table,
+) -> Result<String, toml::ser::Error> {
     let mut plugins = table([(
         "io.containerd.internal.v1.opt",
         Value::Table(table([("path", s(paths.dir.join("opt")))])),
@@ -235,8 +247,9 @@ pub fn render(
         }
     }
     top.insert("plugins".into(), Value::Table(plugins));
-    merge(&mut top, extra);
-    toml::to_string(&top)
+    merge(&mut base, &top);
+    merge(&mut base, extra);
+    toml::to_string(&base)
 }
 
 /// Merges `extra` into `base`: tables recursively, anything else replaced.
@@ -306,6 +319,36 @@ mod tests {
         );
         assert_eq!(v["oom_score"].as_integer(), Some(-1));
         assert!(v.get("disabled_plugins").is_none());
+    }
+
+    #[test]
+    fn a_base_config_keeps_its_tables_under_the_private_paths() {
+        let base: Table = toml::from_str(
+            "version = 2\nroot = \"/var/lib/containerd\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.moat-ns]\n\
+             runtime_type = \"io.containerd.moat.v2\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.moat-ns.options]\n\
+             ConfigPath = \"/p/etc/moat/ns.toml\"\n\
+             [plugins.\"io.containerd.gc.v1.scheduler\"]\npause_threshold = 0.02\n",
+        )
+        .unwrap();
+        let text = render_on(base, &paths(), Some(&Cri::default()), "info", &Table::new()).unwrap();
+        let v: Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            v["root"].as_str(),
+            Some("/t/root"),
+            "the harness's root wins"
+        );
+        let rts = &v["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+        assert_eq!(
+            rts["moat-ns"]["options"]["ConfigPath"].as_str(),
+            Some("/p/etc/moat/ns.toml")
+        );
+        assert_eq!(rts["runc"]["options"]["Root"].as_str(), Some("/t/runc"));
+        assert_eq!(
+            v["plugins"]["io.containerd.gc.v1.scheduler"]["pause_threshold"].as_float(),
+            Some(0.02)
+        );
     }
 
     #[test]

@@ -116,10 +116,16 @@ pub struct Options {
     /// Enable the CRI plugin with these settings (runtime handlers, sandbox image, CNI).
     pub cri: Option<Cri>,
     /// Directories put in front of containerd's `PATH`, where it looks for shim binaries
-    /// (`containerd-shim-<name>-v2`). The workspace's [`crate::bin_dir`] is always first.
+    /// (`containerd-shim-<name>-v2`), then the workspace's [`crate::bin_dir`] (so a test can
+    /// put another copy of a shim, say an installed one, in front of the build's).
     pub path: Vec<PathBuf>,
     /// TOML merged over the generated config, table by table.
     pub extra_config: toml::Table,
+    /// Start from this config file (say, one `moat install` merged its runtimes into) instead of
+    /// an empty one: its tables are kept, and only what the harness needs private (root, state,
+    /// socket, the opt/CNI/registry paths, runc's state dir, the CRI settings above) is merged
+    /// over them. The file itself is only read.
+    pub base_config: Option<PathBuf>,
     /// containerd's log level (default `info`); the log is `<dir>/containerd.log`.
     pub log_level: Option<String>,
     /// How long to wait for the daemon to answer (default 30 s).
@@ -186,7 +192,10 @@ impl Containerd {
             dir: dir.clone(),
         };
         let mut env_path = std::env::join_paths(
-            std::iter::once(crate::bin_dir()).chain(opts.path.iter().cloned()),
+            opts.path
+                .iter()
+                .cloned()
+                .chain(std::iter::once(crate::bin_dir())),
         )
         .map_err(|e| Error::Config(format!("PATH entry: {e}")))?;
         if let Some(path) = std::env::var_os("PATH") {
@@ -219,8 +228,22 @@ impl Containerd {
         };
         fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         let level = opts.log_level.as_deref().unwrap_or("info");
-        let text = config::render(&self.paths, opts.cri.as_ref(), level, &opts.extra_config)
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let base = match &opts.base_config {
+            Some(path) => {
+                let text = fs::read_to_string(path).map_err(io("read", path))?;
+                toml::from_str(&text)
+                    .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let text = config::render_on(
+            base,
+            &self.paths,
+            opts.cri.as_ref(),
+            level,
+            &opts.extra_config,
+        )
+        .map_err(|e| Error::Config(e.to_string()))?;
         fs::write(&self.config_path, text).map_err(io("write", &self.config_path))?;
         if let Some(cri) = &opts.cri {
             let net = self.dir.join("cni/net.d");
