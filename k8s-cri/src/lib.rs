@@ -359,8 +359,44 @@ pub fn pod_config(
 }
 
 /// A container config running `command` from `image`.
+/// What kubelet masks in every unprivileged container (`securitycontext.ConvertToRuntimeMaskedPaths`
+/// with the default proc mount): it sends these, containerd's CRI plugin does not add them.
+pub const KUBELET_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// What kubelet makes read-only in every unprivileged container.
+pub const KUBELET_READONLY_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// A container running `command` from `image`, with the security context kubelet gives an
+/// unprivileged container (masked and read-only paths).
 pub fn container_config(name: &str, image: &str, command: &[&str]) -> v1::ContainerConfig {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
     v1::ContainerConfig {
+        linux: Some(v1::LinuxContainerConfig {
+            security_context: Some(v1::LinuxContainerSecurityContext {
+                masked_paths: strings(KUBELET_MASKED_PATHS),
+                readonly_paths: strings(KUBELET_READONLY_PATHS),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         metadata: Some(v1::ContainerMetadata {
             name: name.into(),
             attempt: 0,

@@ -82,6 +82,21 @@ fn one_pod_per_handler_runs_exec_sync_and_reports_stats() {
             "{kind}"
         );
 
+        // The masked paths kubelet asks for hold in the app container (which shares the
+        // pod's pid namespace): /proc/keys reads as empty, or the trace policy refuses it.
+        let out = cri
+            .exec_sync(&c, &["sh", "-c", "cat /proc/keys"], Duration::from_secs(30))
+            .unwrap();
+        if *kind == moat_backend::BackendKind::Trace {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("Permission denied"), "{kind}: {out:?}");
+        } else {
+            assert_eq!(
+                (out.exit_code, out.stdout.as_slice()),
+                (0, &b""[..]),
+                "{kind}"
+            );
+        }
         if *kind == moat_backend::BackendKind::Trace {
             // The handler's policy (common::TRACE_POLICY) polices the pod's processes.
             let out = cri
