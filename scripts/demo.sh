@@ -74,3 +74,12 @@ for r in "${rows[@]}"; do
 done
 echo
 echo "vm rows measured inside the KVM rig (nested, 16-20x slower) are not comparable with the others."
+
+# ---- The comparison: moat bench --quick ----------------------------------------------------------
+# runc, crun, ns, trace, vm and QEMU side by side (vm and QEMU in the KVM rig on PVM hosts): start
+# latency, syscall cost, file I/O, memory, density, VM boot and the isolation matrix. The tables
+# print here; results.json, results.md and the SVG plots stay in $out.
+out=${MOAT_BENCH_OUT:-$PWD/moat-bench}
+echo
+echo "== moat bench --quick (a few minutes; results in $out)"
+"$moat" bench --quick --out "$out"

@@ -1,11 +1,12 @@
 //! The guest's user space: `moat-agent` built as a static binary, and the initramfs that makes it
 //! the guest's `/init`.
 //!
-//! The agent is built by running cargo for the `moat-agent` package alone, for the explicit target
-//! `x86_64-unknown-linux-gnu`, with `RUSTFLAGS=-C target-feature=+crt-static`, stripped, into its own
-//! target directory (`target/moat-agent-static`, or `$MOAT_AGENT_TARGET_DIR`): the flags reach only
-//! that build, and the workspace's own target directory never sees them. `$MOAT_AGENT` names a
-//! prebuilt static agent instead (installed setups, where there is no source tree).
+//! The agent is built by [`crate::static_bin`]: cargo for the `moat-agent` package alone, for the
+//! explicit target `x86_64-unknown-linux-gnu`, with `RUSTFLAGS=-C target-feature=+crt-static`,
+//! stripped, into its own target directory (`target/moat-agent-static`, or
+//! `$MOAT_AGENT_TARGET_DIR`): the flags reach only that build, and the workspace's own target
+//! directory never sees them. `$MOAT_AGENT` names a prebuilt static agent instead (installed
+//! setups, where there is no source tree).
 //!
 //! The initramfs holds `/init` (the agent), `/dev/console` and `/dev/null` (the kernel opens the
 //! console for init before init runs), and the empty mount points. It is uncompressed by default:
@@ -18,16 +19,14 @@
 //! # Ok::<(), moat_artifacts::guest::Error>(())
 //! ```
 
-use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::cache::{self, Cache, Key, KeyBuilder};
 use crate::initramfs::{self, Compression, Initramfs};
+use crate::static_bin;
 
 /// The Rust target the agent is built for.
-pub const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
+pub const AGENT_TARGET: &str = static_bin::TARGET;
 /// The cache kind of guest initramfs archives.
 pub const CACHE_KIND: &str = "guest-initramfs";
 /// The compression [`initramfs`] uses: measured, a plain archive boots faster (see the module docs).
@@ -74,6 +73,16 @@ pub enum Error {
 /// A `Result` with this module's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl From<static_bin::Error> for Error {
+    /// The agent's own messages: its build failing, or its binary (perhaps `$MOAT_AGENT`) not static.
+    fn from(e: static_bin::Error) -> Self {
+        match e {
+            static_bin::Error::Build { reason, .. } => Error::Agent(reason),
+            static_bin::Error::NotStatic { path, reason } => Error::NotStatic { path, reason },
+        }
+    }
+}
+
 /// The guest's initramfs and what it was built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestInitramfs {
@@ -85,21 +94,11 @@ pub struct GuestInitramfs {
     pub compression: Compression,
 }
 
-/// The source tree this library was compiled from (where the agent's sources are).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 /// Where the static agent build puts its output.
 pub fn agent_target_dir() -> PathBuf {
     std::env::var_os("MOAT_AGENT_TARGET_DIR")
         .filter(|v| !v.is_empty())
-        .map_or_else(
-            || workspace_root().join("target/moat-agent-static"),
-            PathBuf::from,
-        )
+        .map_or_else(|| static_bin::target_dir("moat-agent"), PathBuf::from)
 }
 
 /// Returns a static `moat-agent`: `$MOAT_AGENT` if set, else built from source (cargo decides
@@ -110,7 +109,7 @@ pub fn agent() -> Result<PathBuf> {
         check_static(&path)?;
         return Ok(path);
     }
-    let root = workspace_root();
+    let root = static_bin::workspace_root();
     if !root.join("guest-agent/Cargo.toml").is_file() {
         return Err(Error::Agent(format!(
             "the moat source tree ({}) is not here to build it from; set MOAT_AGENT to a static \
@@ -118,86 +117,18 @@ pub fn agent() -> Result<PathBuf> {
             root.display()
         )));
     }
-    let target_dir = agent_target_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "moat-agent",
-            "--target",
-            AGENT_TARGET,
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // The static flag for this build only: RUSTFLAGS with an explicit --target reaches the
-        // target's crates, not build scripts or proc macros, and nothing else of the workspace.
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        // Small: the initramfs is copied and unpacked at every boot (5.0 MB -> see the note).
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
-        .env("CARGO_PROFILE_RELEASE_LTO", "true")
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
-        .output()
-        .map_err(|e| Error::Agent(format!("cannot run {}: {e}", cargo.to_string_lossy())))?;
-    if !out.status.success() {
-        return Err(Error::Agent(format!(
-            "cargo build -p moat-agent exited with {}:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    let path = target_dir.join(AGENT_TARGET).join("release/moat-agent");
-    check_static(&path)?;
-    Ok(path)
+    Ok(static_bin::build_in(
+        "moat-agent",
+        "moat-agent",
+        &agent_target_dir(),
+    )?)
 }
 
 /// Checks that `path` is a 64-bit x86 ELF executable without a program interpreter (a static
-/// binary): the guest has no dynamic loader or libraries.
+/// binary): the guest has no dynamic loader or libraries. [`static_bin::check_static`] with the
+/// agent's error message.
 pub fn check_static(path: &Path) -> Result<()> {
-    let not = |reason: &str| Error::NotStatic {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
-    let mut head = Vec::new();
-    fs::File::open(path)
-        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
-        .map_err(|e| not(&format!("cannot read it: {e}")))?;
-    let u16_at = |o: usize| head.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u64_at = |o: usize| {
-        head.get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    // ELF magic, 64-bit class, little-endian, x86-64 machine.
-    if head.get(..6) != Some(b"\x7fELF\x02\x01") || u16_at(18) != Some(62) {
-        return Err(not("it is not a 64-bit x86 ELF file"));
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else {
-        return Err(not("its ELF header is truncated"));
-    };
-    for i in 0..usize::from(phnum) {
-        let off = usize::try_from(phoff)
-            .unwrap_or(usize::MAX)
-            .saturating_add(i * usize::from(phentsize));
-        let Some(kind) = head.get(off..off + 4) else {
-            return Err(not("its program headers are out of reach"));
-        };
-        const PT_INTERP: [u8; 4] = 3u32.to_le_bytes();
-        if kind == PT_INTERP {
-            return Err(not(
-                "it is dynamically linked (it has a program interpreter)",
-            ));
-        }
-    }
-    Ok(())
+    Ok(static_bin::check_static(path)?)
 }
 
 /// The archive's contents around `agent`.
@@ -297,6 +228,8 @@ pub fn status() -> Status {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]

@@ -10,3 +10,4 @@ pub mod initramfs;
 pub mod kernel;
 pub mod reference_boot;
 pub mod rootfs_image;
+pub mod static_bin;

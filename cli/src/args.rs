@@ -108,6 +108,8 @@ pub enum Command {
     Install(InstallArgs),
     /// Undo `moat install`: containerd's config put back byte for byte, moat's files removed.
     Uninstall(UninstallArgs),
+    /// Compare runc, crun, moat's walls and QEMU side by side: cost and isolation, with plots.
+    Bench(BenchArgs),
 }
 
 /// `moat run`.
@@ -509,4 +511,44 @@ mod tests {
         };
         assert!(!u.dry_run && !u.restart_containerd);
     }
+}
+
+/// `moat bench`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+WHAT IT MEASURES (each repeated and interleaved across backends; median, p10, p90, n):
+  start latency (`/bin/true` through each runtime's CLI), syscall cost (getpid, openat+close),
+  sequential file I/O (rootfs, tmpfs), host memory per idle sandbox, density (K at once), VM boot
+  (moat-vmm vs QEMU microvm, same kernel and initramfs), and an isolation probe matrix.
+
+Where /dev/kvm cannot run a Linux guest, the vm and qemu rows are measured inside the KVM rig
+(moat-rig) and labelled `rig`: compare them only with each other. A backend that cannot run here
+is listed with the reason. Needs root.
+
+OUTPUT (in --out): results.json (schema moat-bench/1, see docs/benchmarks.md), results.md,
+*.svg plots; rig/results.json holds the rig's half.")]
+pub struct BenchArgs {
+    /// Backends to compare, comma-separated: runc,crun,ns,trace,vm,qemu.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "runc,crun,ns,trace,vm,qemu"
+    )]
+    pub backends: String,
+
+    /// Fewer repetitions and smaller sizes (minutes instead of tens of minutes).
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Directory for results.json, results.md and the plots (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "moat-bench")]
+    pub out: PathBuf,
+
+    /// Repetitions of every metric (overrides the --quick or full counts).
+    #[arg(long, value_name = "N")]
+    pub runs: Option<usize>,
+
+    /// Internal: this is the rig's half of a run (measure here, write results.json only).
+    #[arg(long, hide = true)]
+    pub inside_rig: bool,
 }

@@ -1,7 +1,8 @@
-//! The `moat` command line: `run`, `check`, `install`/`uninstall` and the OCI runtime verbs. `main.rs` only calls [`main`];
+//! The `moat` command line: `run`, `check`, `bench`, `install`/`uninstall` and the OCI runtime verbs. `main.rs` only calls [`main`];
 //! each verb lives in its own module so tests and other front ends can reuse them.
 
 pub mod args;
+pub mod bench;
 pub mod check;
 pub mod forward;
 pub mod install;
@@ -95,5 +96,6 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Command::Features => resources::features(),
         Command::Install(a) => install::install(a),
         Command::Uninstall(a) => install::uninstall(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -1,0 +1,4 @@
+//! Turning [`crate::results::Results`] into what people read: `results.md` and the SVG plots.
+
+pub mod markdown;
+pub mod plot;

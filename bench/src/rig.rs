@@ -1,0 +1,98 @@
+//! The `vm` and `qemu` rows on a host whose `/dev/kvm` cannot run a Linux guest: a second
+//! `moat bench --inside-rig` measures them inside the KVM rig (`moat-rig run`), writes its
+//! `results.json` into `<out>/rig/`, and its rows join this run's, every one labelled `rig`.
+
+use std::process::Command;
+
+use crate::results::{Place, Results, RigMachine};
+use crate::run::Bench;
+use crate::walls::{self, Kind};
+
+/// Measures `kinds` inside the rig and merges what it found; a rig that cannot run leaves each
+/// kind recorded as missing, with the reason.
+pub fn measure(b: &mut Bench, kinds: &[Kind]) {
+    let why_here = moat_host::kvm::probe().explanation;
+    let missing = |b: &mut Bench, why: String| {
+        for &k in kinds {
+            b.results.backends.push(walls::missing(
+                k,
+                Place::Rig,
+                format!("no KVM for Linux guests here ({why_here}); {why}"),
+            ));
+        }
+    };
+    let Some(rig) = b
+        .opts
+        .moat
+        .parent()
+        .map(|d| d.join("moat-rig"))
+        .filter(|p| p.is_file())
+    else {
+        missing(
+            b,
+            "and moat-rig (beside moat) is not built to measure it in the KVM rig".into(),
+        );
+        return;
+    };
+    let out = b.opts.out.join("rig");
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        missing(b, format!("cannot create {}: {e}", out.display()));
+        return;
+    }
+    let out = out.canonicalize().unwrap_or(out);
+    let _ = std::fs::remove_file(out.join("results.json"));
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    b.progress.note(&format!(
+        "{}: measuring them inside the KVM rig (QEMU TCG + kvm_amd; minutes)",
+        names.join(", ")
+    ));
+    let mut c = Command::new(&rig);
+    c.args(["run", "--smp", "2", "--mem", "4G", "--timeout", "3000"])
+        .arg("--rw")
+        .arg(moat_artifacts::cache::root())
+        .arg("--rw")
+        .arg(&out)
+        .arg("--env")
+        .arg(format!("MOAT_PROBE={}", b.probe.display()))
+        .arg("--")
+        .arg(&b.opts.moat)
+        .args(["bench", "--inside-rig", "--backends", &names.join(",")])
+        .arg("--out")
+        .arg(&out);
+    if b.opts.quick {
+        c.arg("--quick");
+    }
+    if let Some(n) = b.opts.runs {
+        c.args(["--runs", &n.to_string()]);
+    }
+    let status = match c.status() {
+        Ok(s) => s,
+        Err(e) => {
+            missing(b, format!("cannot start {}: {e}", rig.display()));
+            return;
+        }
+    };
+    let json = out.join("results.json");
+    let inner: Results = match std::fs::read_to_string(&json)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            missing(
+                b,
+                format!(
+                    "the rig run ended with {status} and left no results ({}: {e})",
+                    json.display()
+                ),
+            );
+            return;
+        }
+    };
+    b.results.machine.rig = Some(RigMachine {
+        kernel: inner.machine.kernel.clone(),
+        cpu: inner.machine.cpu.clone(),
+        cpus: inner.machine.cpus,
+    });
+    b.results.merge(inner);
+}
