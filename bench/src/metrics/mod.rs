@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod catalogue;
+pub mod containerd;
 pub mod density;
 pub mod io;
 pub mod memory;
