@@ -160,7 +160,15 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         }
         kill_tree(self.child.id());
-        let _ = self.child.wait();
+        // Bounded: a process stuck in the kernel may outlive even SIGKILL for a while.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!("pid {} did not end after SIGKILL", self.child.id());
     }
 }
 

@@ -199,6 +199,13 @@ impl Results {
             .find(|m| m.metric == metric && m.backend == backend)
     }
 
+    /// The metric entry for (`metric`, `backend`) measured at `place`.
+    pub fn metric_at(&self, metric: &str, backend: &str, place: Place) -> Option<&Metric> {
+        self.metrics
+            .iter()
+            .find(|m| m.metric == metric && m.backend == backend && m.place == place)
+    }
+
     /// Records samples for (`metric`, `backend`), appending to an existing entry.
     pub fn add_samples(
         &mut self,
@@ -211,7 +218,7 @@ impl Results {
         if let Some(m) = self
             .metrics
             .iter_mut()
-            .find(|m| m.metric == metric && m.backend == backend)
+            .find(|m| m.metric == metric && m.backend == backend && m.place == place)
         {
             m.samples.extend_from_slice(samples);
             if let Some(s) = Stats::of(&m.samples) {

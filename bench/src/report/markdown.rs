@@ -74,12 +74,23 @@ fn backends(s: &mut String, r: &Results) {
 }
 
 /// The backend columns: the usable backends, in the order the run listed them.
+/// Host columns first, then rig columns; a backend measured in both places (`vm`: its boot floor
+/// on the host, the rest in the rig) gets a column in each.
 fn columns(r: &Results) -> Vec<(String, Place)> {
-    r.backends
-        .iter()
-        .filter(|b| b.usable)
-        .map(|b| (b.name.clone(), b.place))
-        .collect()
+    let mut cols = Vec::new();
+    for place in [Place::Host, Place::Rig] {
+        for b in r.backends.iter().filter(|b| b.usable) {
+            let col = (b.name.clone(), place);
+            let measured = b.place == place
+                || r.metrics
+                    .iter()
+                    .any(|m| m.backend == b.name && m.place == place);
+            if measured && !cols.contains(&col) {
+                cols.push(col);
+            }
+        }
+    }
+    cols
 }
 
 fn header(name: &str, place: Place) -> String {
@@ -103,7 +114,7 @@ fn table(s: &mut String, r: &Results, cols: &[(String, Place)], section: Section
     }
     let used: Vec<&(String, Place)> = cols
         .iter()
-        .filter(|(b, _)| ids.iter().any(|id| r.metric(id, b).is_some()))
+        .filter(|(b, p)| ids.iter().any(|id| r.metric_at(id, b, *p).is_some()))
         .collect();
     let _ = writeln!(s, "## {}\n", section.title());
     let _ = write!(s, "| metric |");
@@ -120,9 +131,9 @@ fn table(s: &mut String, r: &Results, cols: &[(String, Place)], section: Section
             continue;
         };
         let _ = write!(s, "| {} ({}) |", info.what, info.unit.as_str());
-        for (b, _) in &used {
+        for (b, p) in &used {
             let cell = r
-                .metric(id, b)
+                .metric_at(id, b, *p)
                 .map_or_else(|| "–".to_string(), |m| value_cell(r, m));
             let _ = write!(s, " {cell} |");
         }
@@ -160,8 +171,8 @@ fn value_cell(r: &Results, m: &Metric) -> String {
     };
     if m.backend != base
         && let Some(b) = r
-            .metric(&m.metric, base)
-            .filter(|b| b.place == m.place && b.stats.median > 0.0)
+            .metric_at(&m.metric, base, m.place)
+            .filter(|b| b.stats.median > 0.0)
     {
         let _ = write!(c, " · {:.2}x {base}", m.stats.median / b.stats.median);
     }
@@ -186,7 +197,11 @@ fn isolation(s: &mut String, r: &Results, cols: &[(String, Place)]) {
     }
     let used: Vec<&(String, Place)> = cols
         .iter()
-        .filter(|(b, _)| r.isolation.iter().any(|p| &p.backend == b))
+        .filter(|(b, place)| {
+            r.isolation
+                .iter()
+                .any(|p| &p.backend == b && p.place == *place)
+        })
         .collect();
     let mut probes: Vec<&str> = Vec::new();
     for p in &r.isolation {
@@ -212,11 +227,11 @@ fn isolation(s: &mut String, r: &Results, cols: &[(String, Place)]) {
     s.push('\n');
     for probe in probes {
         let _ = write!(s, "| `{probe}` |");
-        for (b, _) in &used {
+        for (b, place) in &used {
             let cell = r
                 .isolation
                 .iter()
-                .find(|p| p.probe == probe && &p.backend == b)
+                .find(|p| p.probe == probe && &p.backend == b && p.place == *place)
                 .map_or_else(
                     || "–".to_string(),
                     |p| {
