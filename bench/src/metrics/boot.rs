@@ -9,7 +9,7 @@
 //!   QEMU `-S` and `quit` on its monitor): wall time and peak RSS.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,17 @@ fn vmm(b: &Bench) -> Result<PathBuf, String> {
     }
 }
 
+/// `moat-vmm --kernel K --initramfs I --memory 128M`.
+fn vmm_command(vmm: &Path, kernel: &Path, initramfs: &Path) -> Command {
+    let mut c = Command::new(vmm);
+    c.arg("--kernel")
+        .arg(kernel)
+        .arg("--initramfs")
+        .arg(initramfs)
+        .args(["--memory", &format!("{MEM_MIB}M")]);
+    c
+}
+
 fn qemu_boot() -> QemuBoot {
     let mut q = QemuBoot::new(Accel::Kvm);
     q.mem_mib = MEM_MIB;
@@ -80,13 +91,8 @@ pub fn measure(b: &mut Bench) {
     for _ in 0..runs {
         if vm {
             let got = vmm.clone().and_then(|v| {
-                let mut c = Command::new(v);
-                c.arg("--kernel")
-                    .arg(&kernel)
-                    .arg("--initramfs")
-                    .arg(&initramfs)
-                    .args(["--memory", &format!("{MEM_MIB}M"), "--cmdline", &cmdline]);
-                boot_once(&mut c, b.place)
+                let mut c = vmm_command(&v, &kernel, &initramfs);
+                boot_once(c.args(["--cmdline", &cmdline]), b.place)
             });
             record(b, "vm", got, false);
             b.progress.step("boot.ready vm");
@@ -250,13 +256,8 @@ pub fn floor(b: &mut Bench) {
     for _ in 0..runs {
         if want(Kind::Vm) {
             let got = vmm.clone().and_then(|v| {
-                let mut c = Command::new(v);
-                c.arg("--kernel")
-                    .arg(&kernel)
-                    .arg("--initramfs")
-                    .arg(&initramfs)
-                    .args(["--memory", &format!("{MEM_MIB}M"), "--dry-boot"]);
-                peak(&mut c, b"")
+                let mut c = vmm_command(&v, &kernel, &initramfs);
+                peak(c.arg("--dry-boot"), b"")
             });
             floor_record(b, "vm", got);
             b.progress.step("boot.floor vm");
