@@ -48,7 +48,8 @@ pub fn measure(b: &mut Bench, kinds: &[Kind]) {
     ));
     // The rig's L1 has been seen to stall now and then (nested SVM under TCG): its own time limit
     // bounds the run, and a run that hits it leaves the rows missing with that reason. A full run
-    // starts up to 50 VMs at once: more memory.
+    // starts up to 50 VMs at once: more memory. containerd's overlayfs snapshotter (`start.ctr`,
+    // `start.cri`) needs L1's `overlay` module.
     let (mem, timeout) = if b.opts.quick {
         ("4G", "900")
     } else {
@@ -56,6 +57,7 @@ pub fn measure(b: &mut Bench, kinds: &[Kind]) {
     };
     let mut c = Command::new(&rig);
     c.args(["run", "--smp", "2", "--mem", mem, "--timeout", timeout])
+        .args(["--module", "overlay"])
         .arg("--rw")
         .arg(moat_artifacts::cache::root())
         .arg("--rw")

@@ -1,23 +1,26 @@
 //! `start.ctr` and `start.cri`: starting a container the way containerd users and kubelet do, so
 //! the shims are compared and not only the runtimes' CLIs. `ctr run --rm` of busybox `/bin/true`
-//! with `io.containerd.runc.v2` and with `io.containerd.moat.v2` (ns and trace handler configs), and
-//! a CRI pod start (RunPodSandbox + CreateContainer + StartContainer) per RuntimeClass handler.
+//! with `io.containerd.runc.v2` and with `io.containerd.moat.v2` (ns, trace and vm handler
+//! configs), and a CRI pod start (RunPodSandbox + CreateContainer + StartContainer) per
+//! RuntimeClass handler.
 //!
 //! Both run in a private containerd from `moat-testkit` (a workspace test-helper crate, used here
 //! on purpose: its daemon has its own root, state, socket and config in a temp dir, never the
 //! system's, and its teardown kills, unmounts and removes whatever the runs left behind). The CRI
-//! calls go through `k8s-cri`, the workspace's small CRI client. Host only: the `vm` handler is not
-//! measured here yet.
+//! calls go through `k8s-cri`, the workspace's small CRI client. The `vm` handler runs wherever
+//! the `vm` wall does: on a host whose KVM runs Linux guests, or in the rig's half of the run
+//! (where containerd's overlayfs snapshotter needs L1's `overlay` module, which [`crate::rig`]
+//! asks for), with fewer rounds there: a pod start takes seconds in the rig.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_cri::{Cri, container_config, pod_config};
 use moat_artifacts::image::BUSYBOX_REF;
 use moat_testkit::containerd::{Containerd, Cri as CriPlugin, Options, Runtime};
 
-use crate::results::Unit;
+use crate::results::{Place, Unit};
 use crate::run::Bench;
 use crate::walls::Kind;
 
@@ -31,7 +34,10 @@ const SHIM: &str = "containerd-shim-moat-v2";
 const MOAT_RUNTIME: &str = "io.containerd.moat.v2";
 /// runc's runtime type (its shim runs the `runc` binary).
 const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
-/// Untimed `ctr run` rounds before the timed ones (the first also unpacks the image).
+/// The VMM the vm handler runs; it is looked for beside `moat`.
+const VMM: &str = "moat-vmm";
+/// Untimed `ctr run` rounds before the timed ones (the first also unpacks the image); one in the
+/// rig, where each costs seconds.
 const CTR_WARM_UP: usize = 2;
 /// Untimed pod rounds before the timed ones.
 const CRI_WARM_UP: usize = 1;
@@ -41,9 +47,12 @@ const CRI_MAX_ROUNDS: usize = 10;
 /// (no `--policy`) uses it, so the two rows differ only in the path to the wall.
 const TRACE_POLICY: &str = "# moat bench: the built-in policy, unrefined.\nbase = \"default\"\n";
 
+/// How long the private containerd may take to answer: in the rig, L1 runs 16-20x slower.
+const RIG_START_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// One backend measured through containerd.
 struct Target {
-    /// runc, ns or trace.
+    /// runc, ns, trace or vm.
     kind: Kind,
     /// The moat handler config (`None` for runc).
     config: Option<PathBuf>,
@@ -55,7 +64,8 @@ impl Target {
         self.kind.name()
     }
 
-    /// The CRI RuntimeClass handler: `runc` (always registered), `moat-ns`, `moat-trace`.
+    /// The CRI RuntimeClass handler: `runc` (always registered), `moat-ns`, `moat-trace`,
+    /// `moat-vm`.
     fn handler(&self) -> String {
         match self.config {
             Some(_) => format!("moat-{}", self.kind.name()),
@@ -79,14 +89,14 @@ impl Target {
     }
 }
 
-/// Takes `start.ctr` and `start.cri` for the admitted runc, ns and trace walls, or records for
+/// Takes `start.ctr` and `start.cri` for the admitted runc, ns, trace and vm walls, or records for
 /// each why containerd cannot run here.
 pub fn start(b: &mut Bench) {
     let kinds: Vec<Kind> = b
         .walls
         .iter()
         .map(|w| w.kind)
-        .filter(|k| matches!(k, Kind::Runc | Kind::Ns | Kind::Trace))
+        .filter(|k| matches!(k, Kind::Runc | Kind::Ns | Kind::Trace | Kind::Vm))
         .collect();
     if kinds.is_empty() {
         return;
@@ -114,7 +124,7 @@ pub fn start(b: &mut Bench) {
             continue;
         }
         let config = if shim.is_file() {
-            handler_config(&dir, kind)
+            handler_config(&dir, kind, &moat_dir)
         } else {
             Err(format!(
                 "no {SHIM} beside moat ({} is missing): build it (cargo build --release -p {SHIM})",
@@ -139,8 +149,10 @@ pub fn start(b: &mut Bench) {
     cri(b, &targets, &moat_dir);
 }
 
-/// Writes `<dir>/<kind>.toml` (and the trace policy beside it); returns its path.
-fn handler_config(dir: &Path, kind: Kind) -> Result<PathBuf, String> {
+/// Writes `<dir>/<kind>.toml` (and the trace policy beside it); returns its path. The vm handler
+/// boots moat's built guest kernel and initramfs with the `moat-vmm` in `moat_dir`, with the
+/// shim's default size and spare disks, as `shim/examples/vm.toml` does.
+fn handler_config(dir: &Path, kind: Kind, moat_dir: &Path) -> Result<PathBuf, String> {
     let write = |p: &Path, text: &str| {
         std::fs::write(p, text).map_err(|e| format!("writing {}: {e}", p.display()))
     };
@@ -154,11 +166,48 @@ fn handler_config(dir: &Path, kind: Kind) -> Result<PathBuf, String> {
                 policy.display().to_string()
             )
         }
+        Kind::Vm => {
+            let (kernel, initramfs) = guest()?;
+            let vmm = moat_dir.join(VMM);
+            if !vmm.is_file() {
+                return Err(format!(
+                    "no {VMM} beside moat ({} is missing): build it (cargo build --release -p {VMM})",
+                    vmm.display()
+                ));
+            }
+            format!(
+                "backend = \"vm\"\n[vm]\nkernel = {:?}\ninitramfs = {:?}\nvmm = {:?}\n",
+                kernel.display().to_string(),
+                initramfs.display().to_string(),
+                vmm.display().to_string()
+            )
+        }
         _ => format!("backend = {:?}\n", kind.name()),
     };
     let path = dir.join(format!("{}.toml", kind.name()));
     write(&path, &text)?;
     Ok(path)
+}
+
+/// moat's built guest kernel and initramfs, or why they are missing.
+fn guest() -> Result<(PathBuf, PathBuf), String> {
+    use moat_artifacts::{guest, kernel};
+    match (kernel::status(), guest::status()) {
+        (kernel::Status::Built(k), guest::Status::Built(g)) => Ok((k.vmlinux, g.initramfs)),
+        (kernel::Status::NotBuilt { reason, .. }, _) | (_, guest::Status::NotBuilt { reason }) => {
+            Err(format!("the guest is not built ({reason})"))
+        }
+    }
+}
+
+/// The private containerd's options: the shims in `shim_dir` first on its `PATH`, and in the rig
+/// a longer wait for it to answer.
+fn options(b: &Bench, shim_dir: &Path) -> Options {
+    Options {
+        path: vec![shim_dir.to_path_buf()],
+        start_timeout: (b.place == Place::Rig).then_some(RIG_START_TIMEOUT),
+        ..Options::default()
+    }
 }
 
 /// Starts a private containerd with `opts` and imports the busybox and pause images into it.
@@ -190,18 +239,19 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// `start.ctr`: warm-up rounds, then `plan.start_runs` rounds, one run of each target per round.
-/// A target that fails once is recorded and left out of the rest (and gets no row).
+/// `start.ctr`: warm-up rounds (one in the rig), then `plan.start_runs` rounds, one run of each
+/// target per round. A target that fails once is recorded and left out of the rest (and gets no
+/// row).
 fn ctr(b: &mut Bench, targets: &[Target], shim_dir: &Path) {
-    let opts = Options {
-        path: vec![shim_dir.to_path_buf()],
-        ..Options::default()
-    };
-    let ctd = match containerd(opts) {
+    let ctd = match containerd(options(b, shim_dir)) {
         Ok(c) => c,
         Err(why) => return fail_all(b, CTR, targets, &why),
     };
-    let rounds = CTR_WARM_UP + b.plan.start_runs;
+    let warm_up = match b.place {
+        Place::Host => CTR_WARM_UP,
+        Place::Rig => 1,
+    };
+    let rounds = warm_up + b.plan.start_runs;
     b.progress.add(rounds * targets.len());
     let mut samples: Vec<Option<Vec<f64>>> = vec![Some(Vec::new()); targets.len()];
     for r in 0..rounds {
@@ -211,7 +261,7 @@ fn ctr(b: &mut Bench, targets: &[Target], shim_dir: &Path) {
             let id = format!("moat-bench-{}-{r}", t.name());
             let started = Instant::now();
             match ctd.ctr_ok(&t.ctr_args(&id)) {
-                Ok(_) if r >= CTR_WARM_UP => taken.push(ms_since(started)),
+                Ok(_) if r >= warm_up => taken.push(ms_since(started)),
                 Ok(_) => {}
                 Err(e) => {
                     b.results.fail(CTR, t.name(), e.to_string());
@@ -228,8 +278,9 @@ fn ctr(b: &mut Bench, targets: &[Target], shim_dir: &Path) {
     }
 }
 
-/// `start.cri`: one warm-up round, then `min(start_runs, 10)` rounds, one pod of each handler per
-/// round, each stopped and removed before the next. A handler that fails once is left out.
+/// `start.cri`: one warm-up round, then `min(start_runs, 10)` rounds (3 in a quick rig run), one
+/// pod of each handler per round, each stopped and removed before the next. A handler that fails
+/// once is left out.
 fn cri(b: &mut Bench, targets: &[Target], shim_dir: &Path) {
     let mut plugin = CriPlugin::default();
     for t in targets {
@@ -238,10 +289,9 @@ fn cri(b: &mut Bench, targets: &[Target], shim_dir: &Path) {
         }
     }
     let opts = Options {
-        path: vec![shim_dir.to_path_buf()],
         cri: Some(plugin),
         namespace: Some("k8s.io".into()),
-        ..Options::default()
+        ..options(b, shim_dir)
     };
     let ctd = match containerd(opts) {
         Ok(c) => c,
