@@ -62,6 +62,8 @@ pub fn measure(b: &mut Bench, kinds: &[Kind]) {
         .arg(moat_artifacts::cache::root())
         .arg("--rw")
         .arg(&out)
+        .arg("--keep-log")
+        .arg(out.join("console.log"))
         .arg("--env")
         .arg(format!("MOAT_PROBE={}", b.probe.display()))
         .arg("--")
@@ -99,6 +101,19 @@ pub fn measure(b: &mut Bench, kinds: &[Kind]) {
             return;
         }
     };
+    if !status.success() {
+        for &k in kinds {
+            b.results.fail(
+                "rig",
+                k.name(),
+                format!(
+                    "the rig run ended with {status} before it finished (L1's console: {}): \
+                     the rows it had not measured by then are missing",
+                    out.join("console.log").display()
+                ),
+            );
+        }
+    }
     b.results.machine.rig = Some(RigMachine {
         kernel: inner.machine.kernel.clone(),
         cpu: inner.machine.cpu.clone(),

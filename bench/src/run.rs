@@ -95,18 +95,41 @@ pub fn run(opts: Options) -> Result<Written> {
         admit(&mut bench, kind);
     }
 
-    start::oci(&mut bench);
-    // Through containerd (ctr and the CRI): on the host for runc, ns and trace (and vm where
-    // this host's KVM runs guests), and in the rig's half for vm.
-    if bench.place == Place::Host || bench.walls.iter().any(|w| w.kind == Kind::Vm) {
-        containerd::start(&mut bench);
+    // In metric order; density last, as many VMs at once are what most often takes a rig down.
+    // The rig's half saves its results after every step, so a rig that dies mid-run loses only
+    // the step it died in.
+    let steps: [(&str, fn(&mut Bench)); 8] = [
+        ("start", start::oci),
+        ("containerd", |b| {
+            // Through containerd (ctr and the CRI): on the host for runc, ns and trace (and vm
+            // where this host's KVM runs guests), and in the rig's half for vm.
+            if b.place == Place::Host || b.walls.iter().any(|w| w.kind == Kind::Vm) {
+                containerd::start(b);
+            }
+        }),
+        ("syscall", syscall::cost),
+        ("io", io::throughput),
+        ("memory", memory::idle),
+        ("boot", boot::measure),
+        ("isolation", |b| {
+            if let Err(e) = isolation::matrix(b) {
+                for w in &b.walls {
+                    b.results.fail("isolation", w.kind.name(), e.to_string());
+                }
+            }
+        }),
+        ("density", density::measure),
+    ];
+    for (name, step) in steps {
+        step(&mut bench);
+        if bench.opts.inside_rig
+            && let Err(e) = write(&bench.results, &bench.opts.out, true)
+        {
+            bench
+                .progress
+                .note(&format!("saving the results after {name}: {e}"));
+        }
     }
-    syscall::cost(&mut bench);
-    io::throughput(&mut bench);
-    memory::idle(&mut bench);
-    boot::measure(&mut bench);
-    density::measure(&mut bench);
-    isolation::matrix(&mut bench)?;
     if !bench.opts.inside_rig {
         boot::floor(&mut bench);
     }

@@ -74,14 +74,15 @@ fn backends(s: &mut String, r: &Results) {
 }
 
 /// The backend columns: the usable backends, in the order the run listed them.
-/// Host columns first, then rig columns; a backend measured in both places (`vm`: its boot floor
+/// Host columns first, then rig columns, for every backend with a row at that place (a backend
+/// that could not run in the rig may still have its host rows); a backend measured in both places (`vm`: its boot floor
 /// on the host, the rest in the rig) gets a column in each.
 fn columns(r: &Results) -> Vec<(String, Place)> {
     let mut cols = Vec::new();
     for place in [Place::Host, Place::Rig] {
-        for b in r.backends.iter().filter(|b| b.usable) {
+        for b in &r.backends {
             let col = (b.name.clone(), place);
-            let measured = b.place == place
+            let measured = (b.usable && b.place == place)
                 || r.metrics
                     .iter()
                     .any(|m| m.backend == b.name && m.place == place);
