@@ -129,7 +129,18 @@ impl Running {
         let left = limit.saturating_sub(self.started.elapsed());
         match rx.recv_timeout(left) {
             Ok(t) => Ok(t),
-            Err(_) => {
+            Err(e) => {
+                // Disconnected: its stdout closed, so it is ending: give it a moment to be reaped
+                // and report how it ended rather than a time-out.
+                if e == mpsc::RecvTimeoutError::Disconnected {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < deadline {
+                        if let Ok(Some(_)) = self.child.try_wait() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
                 let why = match self.child.try_wait() {
                     Ok(Some(status)) => {
                         let mut err = String::new();
