@@ -8,8 +8,8 @@
 //! recompiling; an up-to-date build takes a fraction of a second.
 //!
 //! Two binaries are built this way: `moat-agent` (see [`crate::guest::agent`], which keeps its
-//! own `$MOAT_AGENT` and `$MOAT_AGENT_TARGET_DIR` overrides) and `moat-probe`, the program
-//! `moat bench` runs in every sandbox ([`probe`]; `$MOAT_PROBE` names a prebuilt one instead).
+//! own `$MOAT_AGENT` and `$MOAT_AGENT_TARGET_DIR` overrides) and `moat-bench-probe`, the program
+//! `moat bench` runs in every sandbox ([`probe`]; `$MOAT_BENCH_PROBE` names a prebuilt one instead).
 //!
 //! ```no_run
 //! let probe = moat_artifacts::static_bin::probe()?;
@@ -25,7 +25,7 @@ use std::process::Command;
 /// The Rust target static binaries are built for.
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The benchmark probe's package (and binary) name.
-pub const PROBE: &str = "moat-probe";
+pub const PROBE: &str = "moat-bench-probe";
 
 /// Errors while building or checking a static binary.
 #[derive(Debug, thiserror::Error)]
@@ -131,10 +131,10 @@ pub fn build_in(package: &str, bin: &str, target_dir: &Path) -> Result<PathBuf> 
     Ok(path)
 }
 
-/// Returns a static `moat-probe`: `$MOAT_PROBE` if set, else built from source into
-/// `target/moat-probe-static` (its own directory, so it never waits for the agent's build).
+/// Returns a static `moat-bench-probe`: `$MOAT_BENCH_PROBE` if set, else built from source into
+/// `target/moat-bench-probe-static` (its own directory, so it never waits for the agent's build).
 pub fn probe() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("MOAT_PROBE").filter(|v| !v.is_empty()) {
+    if let Some(path) = std::env::var_os("MOAT_BENCH_PROBE").filter(|v| !v.is_empty()) {
         let path = PathBuf::from(path);
         check_static(&path)?;
         return Ok(path);
@@ -144,8 +144,8 @@ pub fn probe() -> Result<PathBuf> {
         return Err(Error::Build {
             package: PROBE.to_string(),
             reason: format!(
-                "the moat source tree ({}) is not here to build it from; set MOAT_PROBE to a \
-                 static moat-probe binary",
+                "the moat source tree ({}) is not here to build it from; set MOAT_BENCH_PROBE to a \
+                 static moat-bench-probe binary",
                 root.display()
             ),
         });

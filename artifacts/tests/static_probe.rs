@@ -19,7 +19,7 @@ fn probe() -> PathBuf {
         .clone()
 }
 
-/// Stdout of `moat-probe args`, which must succeed.
+/// Stdout of `moat-bench-probe args`, which must succeed.
 fn run(args: &[&str]) -> String {
     let out = Command::new(probe()).args(args).output().unwrap();
     assert!(out.status.success(), "{args:?}: {out:?}");
@@ -40,7 +40,7 @@ fn is_static_and_times_calls() {
     assert!(ns > 0.0, "{out}");
     assert!(run(&["open", "/", "100"]).starts_with("ns/call "));
     let missing = Command::new(&p)
-        .args(["open", "/nonexistent/moat-probe", "1"])
+        .args(["open", "/nonexistent/moat-bench-probe", "1"])
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
@@ -88,7 +88,7 @@ fn isolation_prints_a_record_per_probe() {
     );
 }
 
-/// Starts `moat-probe idle` with `stdin` and waits for its `ready` line.
+/// Starts `moat-bench-probe idle` with `stdin` and waits for its `ready` line.
 fn idle(stdin: Stdio) -> Child {
     let mut child = Command::new(probe())
         .arg("idle")

@@ -76,7 +76,7 @@ pub fn shorten(s: &str, max: usize) -> String {
 }
 
 /// A sandbox kept running in the background (memory and density rows): started with its stdin a
-/// pipe, so that closing it lets `moat-probe idle` end.
+/// pipe, so that closing it lets `moat-bench-probe idle` end.
 pub struct Running {
     child: Child,
     started: Instant,

@@ -1,5 +1,5 @@
 //! The one rootfs every sandbox of a run uses — moat's busybox test image plus the static
-//! `moat-probe` — and the OCI bundles around it, one per command. Every runtime gets the same
+//! `moat-bench-probe` — and the OCI bundles around it, one per command. Every runtime gets the same
 //! bundle (containerd's default spec, as `ctr run` would make it), so the rows differ only in the
 //! wall.
 
@@ -10,7 +10,7 @@ use oci_spec::runtime::{LinuxMemoryBuilder, LinuxPidsBuilder, Mount, MountBuilde
 use crate::{Error, Result};
 
 /// The probe's path inside the rootfs.
-pub const PROBE: &str = "/bin/moat-probe";
+pub const PROBE: &str = "/bin/moat-bench-probe";
 /// A file every policy allows and `syscall.openat_close` opens.
 pub const ALLOWED_FILE: &str = "/etc/moat-bench-allowed";
 

@@ -1,4 +1,4 @@
-//! The isolation matrix: `moat-probe isolation` run once in every wall, with a 64 MiB memory limit
+//! The isolation matrix: `moat-bench-probe isolation` run once in every wall, with a 64 MiB memory limit
 //! and a 100-process limit, and the host's facts (its pid, boot id, kernel release and a TCP port
 //! it listens on) to compare with. Every cell is what the probe observed in that sandbox.
 

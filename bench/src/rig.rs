@@ -65,7 +65,7 @@ pub fn measure(b: &mut Bench, kinds: &[Kind]) {
         .arg("--keep-log")
         .arg(out.join("console.log"))
         .arg("--env")
-        .arg(format!("MOAT_PROBE={}", b.probe.display()))
+        .arg(format!("MOAT_BENCH_PROBE={}", b.probe.display()))
         .arg("--")
         .arg(&b.opts.moat)
         .args(["bench", "--inside-rig", "--backends", &names.join(",")])

@@ -34,6 +34,9 @@ pub struct Bench {
     pub results: Results,
 }
 
+/// A named step of a run: one kind of metric, taken from every wall.
+type Step = (&'static str, fn(&mut Bench));
+
 /// How long one sandbox run may take before it counts as hung.
 pub fn limit(place: Place) -> Duration {
     match place {
@@ -55,7 +58,7 @@ pub fn run(opts: Options) -> Result<Written> {
     let plan = Plan::new(opts.quick, opts.inside_rig, opts.runs);
     let probe = moat_artifacts::static_bin::probe().map_err(|e| {
         Error::Setup(format!(
-            "the benchmark probe (static moat-probe): {e}; set MOAT_PROBE to a static build of it"
+            "the benchmark probe (static moat-bench-probe): {e}; set MOAT_BENCH_PROBE to a static build of it"
         ))
     })?;
     let fixture = Fixture::new(&probe)?;
@@ -98,7 +101,7 @@ pub fn run(opts: Options) -> Result<Written> {
     // In metric order; density last, as many VMs at once are what most often takes a rig down.
     // The rig's half saves its results after every step, so a rig that dies mid-run loses only
     // the step it died in.
-    let steps: [(&str, fn(&mut Bench)); 8] = [
+    let steps: [Step; 8] = [
         ("start", start::oci),
         ("containerd", |b| {
             // Through containerd (ctr and the CRI): on the host for runc, ns and trace (and vm

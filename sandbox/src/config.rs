@@ -351,8 +351,22 @@ fn mount_plan(i: usize, m: &oci_spec::runtime::Mount, bundle: &Path) -> Result<M
 
 fn device(i: usize, d: &oci_spec::runtime::LinuxDevice) -> Result<Device> {
     let field = format!("linux.devices[{i}]");
-    if !d.path().starts_with("/dev/") {
-        return Err(Error::spec(format!("{field}.path"), "must be below /dev/"));
+    // `Path::starts_with` compares components: "/dev" and "/dev/../etc/shadow" pass it, and with a
+    // user namespace a device is bind-mounted from the host path it names.
+    let below_dev = d.path().strip_prefix("/dev").is_ok_and(|rest| {
+        !rest.as_os_str().is_empty()
+            && rest
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+    });
+    if !below_dev {
+        return Err(Error::spec(
+            format!("{field}.path"),
+            format!(
+                "{} must be below /dev/, without .. components",
+                d.path().display()
+            ),
+        ));
     }
     let kind = match d.typ() {
         LinuxDeviceType::C | LinuxDeviceType::U => libc::S_IFCHR,

@@ -18,7 +18,7 @@ extern "C" fn stop(_sig: i32) {
 pub fn run() -> ! {
     for sig in [SIGTERM, SIGINT] {
         if let Err(e) = process::on_signal(sig, stop) {
-            eprintln!("moat-probe: sigaction({sig}): {e}");
+            eprintln!("moat-bench-probe: sigaction({sig}): {e}");
             std::process::exit(1);
         }
     }

@@ -12,9 +12,9 @@ use crate::out;
 /// The block size of every read and write.
 const BLOCK: usize = 1 << 20;
 
-/// Writes, reads back and removes `dir/moat-probe-io` of `mib` MiB; exits 1 if any step fails.
+/// Writes, reads back and removes `dir/moat-bench-probe-io` of `mib` MiB; exits 1 if any step fails.
 pub fn run(dir: &str, mib: u64) {
-    let path = Path::new(dir).join("moat-probe-io");
+    let path = Path::new(dir).join("moat-bench-probe-io");
     match measure(&path, mib) {
         Ok((write, read)) => {
             out::line(&format!("write_mib_s {write:.1}"));
@@ -22,7 +22,7 @@ pub fn run(dir: &str, mib: u64) {
         }
         Err(e) => {
             let _ = std::fs::remove_file(&path);
-            eprintln!("moat-probe: io {}: {e}", path.display());
+            eprintln!("moat-bench-probe: io {}: {e}", path.display());
             std::process::exit(1);
         }
     }

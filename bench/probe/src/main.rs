@@ -1,20 +1,20 @@
-//! `moat-probe`: the one program `moat bench` runs inside every sandbox it compares (runc, crun,
+//! `moat-bench-probe`: the one program `moat bench` runs inside every sandbox it compares (runc, crun,
 //! and moat's ns, trace and vm backends), so that every number and every verdict comes from the
 //! same code.
 //!
 //! It has to run in a bare busybox rootfs with no libc and inside a microVM guest, so it is a
 //! static binary with no crates at all: std plus raw system calls (`sys`, `process`). It is built
 //! by `moat_artifacts::static_bin::probe` (`-C target-feature=+crt-static`), or
-//! `cargo build --release -p moat-probe` for a dynamic host-only copy.
+//! `cargo build --release -p moat-bench-probe` for a dynamic host-only copy.
 //!
 //! Every subcommand writes one record per line on stdout, flushed as it goes:
 //!
-//! - `moat-probe getpid N`: N raw `getpid` calls; prints `ns/call <float>`.
-//! - `moat-probe open PATH N`: N × (`openat(PATH, O_RDONLY)` + `close`); prints `ns/call <float>`.
-//! - `moat-probe io DIR MIB`: writes, fsyncs, reads back and removes `DIR/moat-probe-io`; prints
+//! - `moat-bench-probe getpid N`: N raw `getpid` calls; prints `ns/call <float>`.
+//! - `moat-bench-probe open PATH N`: N × (`openat(PATH, O_RDONLY)` + `close`); prints `ns/call <float>`.
+//! - `moat-bench-probe io DIR MIB`: writes, fsyncs, reads back and removes `DIR/moat-bench-probe-io`; prints
 //!   `write_mib_s <float>` and `read_mib_s <float>`.
-//! - `moat-probe idle`: prints `ready`, then waits for SIGTERM/SIGINT, or EOF on a piped stdin.
-//! - `moat-probe isolation [--host-pid PID] [--host-boot-id ID] [--host-kernel RELEASE]
+//! - `moat-bench-probe idle`: prints `ready`, then waits for SIGTERM/SIGINT, or EOF on a piped stdin.
+//! - `moat-bench-probe isolation [--host-pid PID] [--host-boot-id ID] [--host-kernel RELEASE]
 //!   [--host-addr IP:PORT] [--fork-limit N] [--memory-mib M]`: tries what a sandbox should stop and
 //!   prints one JSON object per probe: `{"probe":"..","isolated":true|false|null,"observed":".."}`.
 //!
@@ -30,13 +30,13 @@ mod sys;
 mod timing;
 
 /// The usage text, for errors.
-const USAGE: &str = "usage: moat-probe getpid N | open PATH N | io DIR MIB | idle | isolation \
+const USAGE: &str = "usage: moat-bench-probe getpid N | open PATH N | io DIR MIB | idle | isolation \
 [--host-pid PID] [--host-boot-id ID] [--host-kernel RELEASE] [--host-addr IP:PORT] \
 [--fork-limit N] [--memory-mib M]";
 
 /// Exits 2 with `why` and the usage text.
 fn usage(why: &str) -> ! {
-    eprintln!("moat-probe: {why}\n{USAGE}");
+    eprintln!("moat-bench-probe: {why}\n{USAGE}");
     std::process::exit(2)
 }
 

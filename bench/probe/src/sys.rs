@@ -9,7 +9,7 @@ use std::ffi::CStr;
 use std::fmt;
 
 #[cfg(not(target_arch = "x86_64"))]
-compile_error!("moat-probe uses x86-64 system call numbers");
+compile_error!("moat-bench-probe uses x86-64 system call numbers");
 
 unsafe extern "C" {
     fn syscall(number: i64, ...) -> i64;

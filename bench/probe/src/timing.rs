@@ -31,7 +31,7 @@ pub fn open(path: &str, n: u64) {
         match sys::open(&c, sys::O_RDONLY) {
             Ok(fd) => sys::close(fd),
             Err(e) => {
-                eprintln!("moat-probe: open {path}: {e}");
+                eprintln!("moat-bench-probe: open {path}: {e}");
                 std::process::exit(1);
             }
         }

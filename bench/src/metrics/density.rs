@@ -1,5 +1,5 @@
 //! `density.<K>.ready` and `density.<K>.rss_per`: K sandboxes of one wall started at once (each
-//! `moat-probe idle`), the time until every one of them said ready, and their host RSS divided by
+//! `moat-bench-probe idle`), the time until every one of them said ready, and their host RSS divided by
 //! K. One sample per (wall, K): the walls take turns at each K.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! `memory.rss` and `memory.pss`: the host memory of one idle sandbox (`moat-probe idle`), summed
+//! `memory.rss` and `memory.pss`: the host memory of one idle sandbox (`moat-bench-probe idle`), summed
 //! over every host process it consists of — the runtime process that waits for it (`runc run`,
 //! `moat run`), a supervisor, a VMM with the guest RAM it touched, and the container's own
 //! processes. For `vm`, `memory.vmm_overhead` is moat-vmm's RSS without the guest RAM.

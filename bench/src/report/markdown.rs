@@ -213,7 +213,7 @@ fn isolation(s: &mut String, r: &Results, cols: &[(String, Place)]) {
     let _ = writeln!(s, "## Isolation, as observed inside each sandbox\n");
     let _ = writeln!(
         s,
-        "Each cell is what `moat-probe isolation` saw happen in that sandbox (64 MiB memory \
+        "Each cell is what `moat-bench-probe isolation` saw happen in that sandbox (64 MiB memory \
          limit, 100 processes): **held** means the attempt failed or saw nothing of the host, \
          **open** that it succeeded or saw the host.\n"
     );

@@ -89,8 +89,23 @@ pub(super) fn compile(text: Option<&str>, name: &str) -> Result<Policy> {
 fn parse(src: &Source) -> Result<File> {
     toml::from_str::<File>(src.text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        src.err(span, e.message().to_string())
+        src.err(span, toml_reason(e.message()))
     })
+}
+
+/// The TOML parser's message as one line (it may span several, or be empty: `allow = ` at the end
+/// of a file has no message at all).
+fn toml_reason(message: &str) -> String {
+    let parts: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if parts.is_empty() {
+        "not valid TOML here: a value, key or closing bracket is missing".into()
+    } else {
+        parts.join(": ")
+    }
 }
 
 fn rights_of(src: &Source, list: &Strings) -> Result<Rights> {

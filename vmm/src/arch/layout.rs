@@ -29,8 +29,9 @@ pub const PDE_START: u64 = 0xb000;
 pub const PDE_COUNT: u64 = 4;
 /// Kernel command line.
 pub const CMDLINE_START: u64 = 0x20000;
-/// Longest command line the VMM writes (including the NUL).
-pub const CMDLINE_MAX_SIZE: usize = 4096;
+/// Longest command line the VMM writes (including the NUL): x86's `COMMAND_LINE_SIZE`. The kernel
+/// cuts a longer one short without a word, dropping the `virtio_mmio.device=` entries at its end.
+pub const CMDLINE_MAX_SIZE: usize = 2048;
 /// The MP table: the last KiB of the 640 KiB of conventional memory.
 pub const MPTABLE_START: u64 = 0x9fc00;
 /// Start of the reserved area below 1 MiB (EBDA, VGA hole, BIOS).

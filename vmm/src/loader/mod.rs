@@ -347,18 +347,64 @@ pub struct MmioSlot {
     pub irq: u32,
 }
 
+/// Checks `base` the way the kernel will split it (`next_arg` in lib/cmdline.c): the entries the
+/// VMM appends must stay words of their own, seen by the kernel.
+fn check_words(base: &str) -> Result<()> {
+    if !base.matches('"').count().is_multiple_of(2) {
+        return Err(Error::Cmdline(
+            "unbalanced double quote: the kernel would read the rest of the line, including the \
+             virtio_mmio.device= entries moat-vmm appends, as one quoted value"
+                .into(),
+        ));
+    }
+    let mut in_quote = false;
+    let mut word = String::new();
+    for ch in base.chars().chain(std::iter::once(' ')) {
+        // The kernel's isspace().
+        if matches!(ch, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r') && !in_quote {
+            // A word that starts with a quote loses it, and then its closing one.
+            let w = word
+                .strip_prefix('"')
+                .map_or(word.as_str(), |w| w.strip_suffix('"').unwrap_or(w));
+            if w == "--" {
+                return Err(Error::Cmdline(
+                    "`--` would hand the rest of the line, including the virtio_mmio.device= \
+                     entries moat-vmm appends, to init instead of the kernel: remove it"
+                        .into(),
+                ));
+            }
+            word.clear();
+        } else {
+            if ch == '"' {
+                in_quote = !in_quote;
+            }
+            word.push(ch);
+        }
+    }
+    Ok(())
+}
+
 /// Builds the command line: `base` plus one `virtio_mmio.device=` entry per device.
 pub fn build_cmdline(base: &str, devices: &[MmioSlot]) -> Result<Cmdline> {
     let mut c =
         Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
-    let bad = |e: linux_loader::cmdline::Error| {
-        Error::Cmdline(format!(
-            "{e} (at most {} bytes)",
+    let bad = |e: linux_loader::cmdline::Error| match e {
+        linux_loader::cmdline::Error::TooLarge => Error::Cmdline(format!(
+            "longer than the kernel's limit of {} bytes (counting the virtio_mmio.device= \
+             entries moat-vmm appends): shorten it",
             layout::CMDLINE_MAX_SIZE - 1
-        ))
+        )),
+        linux_loader::cmdline::Error::InvalidAscii => Error::Cmdline(
+            "contains a character other than printable ASCII and space (tabs and newlines \
+             included)"
+                .into(),
+        ),
+        e => Error::Cmdline(e.to_string()),
     };
-    if !base.trim().is_empty() {
-        c.insert_str(base.trim()).map_err(bad)?;
+    let base = base.trim();
+    check_words(base)?;
+    if !base.is_empty() {
+        c.insert_str(base).map_err(bad)?;
     }
     for d in devices {
         c.add_virtio_mmio_device(layout::VIRTIO_MMIO_SIZE, GuestAddress(d.base), d.irq, None)

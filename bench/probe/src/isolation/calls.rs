@@ -60,7 +60,7 @@ pub(super) fn try_mount(fstype: &str, name: &str) -> Mounted {
 
 /// `mount`: a tmpfs on a scratch directory under `/tmp`.
 pub fn mount(_: &Host) -> Verdict {
-    match try_mount("tmpfs", "moat-probe-mnt") {
+    match try_mount("tmpfs", "moat-bench-probe-mnt") {
         Mounted::At(at) => Verdict::exposed(format!("mounted tmpfs on {at}")),
         Mounted::Refused(e) => Verdict::isolated(e.to_string()),
         Mounted::Nowhere(why) => Verdict::unknown(why),

@@ -81,7 +81,7 @@ pub fn cgroup_escape(_: &Host) -> Verdict {
     if notes.is_empty() && accepted.is_empty() {
         notes.push("no top cgroup.procs visible".into());
     }
-    let mounted = match calls::try_mount("cgroup2", "moat-probe-cg") {
+    let mounted = match calls::try_mount("cgroup2", "moat-bench-probe-cg") {
         Mounted::At(at) => {
             notes.push(format!("mounted cgroup2 on {at}"));
             true
