@@ -8,12 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use moat_sandbox::{Error, config, defaults};
+use moat_testkit::bounded::{self, Failure};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -26,43 +25,8 @@ const ALLOC_PER_BYTE: u64 = 512;
 // ---------------------------------------------------------------------------------------------
 // Bounded runs: each case runs on its own thread, with a deadline and its allocations counted.
 
-thread_local! {
-    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The system allocator, counting the bytes each thread asks for.
-struct Counting;
-
-fn count(bytes: usize) {
-    let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(bytes as u64)));
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting has no effect on
-// the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: moat_testkit::bounded::Counting = moat_testkit::bounded::Counting;
 
 /// How far a config.json got.
 #[derive(Debug)]
@@ -107,36 +71,28 @@ fn spec_error(e: Error) -> (String, String) {
 /// Parses `json` and, if it parses, checks it against a bundle in `dir` (which holds `rootfs/`),
 /// on a thread of its own, within [`TIME_LIMIT`] and the allocation bound.
 fn run(json: Vec<u8>, dir: &Path) -> Outcome {
-    let (tx, rx) = std::sync::mpsc::channel();
     let len = json.len();
     let head = String::from_utf8_lossy(&json[..len.min(300)]).into_owned();
     let dir: PathBuf = dir.to_path_buf();
-    std::thread::spawn(move || {
-        ALLOCATED.with(|a| a.set(0));
-        let o = match config::parse(&json[..]) {
+    let ran = bounded::run(TIME_LIMIT, move || match config::parse(&json[..]) {
+        Err(e) => {
+            let (f, m) = spec_error(e);
+            Outcome::Parse(f, m)
+        }
+        Ok(spec) => match config::build(&spec, &dir) {
+            Ok(_) => Outcome::Built,
             Err(e) => {
                 let (f, m) = spec_error(e);
-                Outcome::Parse(f, m)
+                Outcome::Build(f, m)
             }
-            Ok(spec) => match config::build(&spec, &dir) {
-                Ok(_) => Outcome::Built,
-                Err(e) => {
-                    let (f, m) = spec_error(e);
-                    Outcome::Build(f, m)
-                }
-            },
-        };
-        let used = ALLOCATED.with(|a| a.get());
-        let _ = tx.send((o, used));
+        },
     });
-    let (o, used) = match rx.recv_timeout(TIME_LIMIT) {
+    let (o, used) = match ran {
         Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+        Err(Failure::TimedOut) => {
             panic!("took longer than {TIME_LIMIT:?} on a {len}-byte config.json: {head}")
         }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            panic!("panicked on a {len}-byte config.json: {head}")
-        }
+        Err(Failure::Panicked) => panic!("panicked on a {len}-byte config.json: {head}"),
     };
     let bound = ALLOC_FLOOR + ALLOC_PER_BYTE * len as u64;
     assert!(

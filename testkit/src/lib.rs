@@ -12,6 +12,7 @@
 //! leak checker can tell it apart from another test process running at the same time.
 
 mod bins;
+pub mod bounded;
 pub mod containerd;
 mod host;
 pub mod leak;

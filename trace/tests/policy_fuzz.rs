@@ -6,11 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use moat_testkit::bounded::{self, Failure};
 use moat_trace::Policy;
 use moat_trace::policy::{Action, Error, Rights, errno};
 use proptest::prelude::*;
@@ -26,43 +25,8 @@ const ALLOC_FLOOR: u64 = 64 << 20;
 // ---------------------------------------------------------------------------------------------
 // Bounded runs: every parse runs on its own thread, with a deadline and its allocations counted.
 
-thread_local! {
-    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The system allocator, counting the bytes each thread asks for.
-struct Counting;
-
-fn count(bytes: usize) {
-    let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(bytes as u64)));
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting has no effect on
-// the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: moat_testkit::bounded::Counting = moat_testkit::bounded::Counting;
 
 /// What a bounded parse gave.
 struct Outcome {
@@ -73,25 +37,16 @@ struct Outcome {
 /// Parses `text` on a fresh thread (the 8 MiB stack `moat-trace`'s main thread has), failing the
 /// test if it takes longer than [`TIME_LIMIT`], panics, or allocates more than the bound.
 fn parse_bounded(text: String) -> Outcome {
-    let (tx, rx) = std::sync::mpsc::channel();
     let input = text.clone();
-    std::thread::Builder::new()
-        .stack_size(8 << 20)
-        .spawn(move || {
-            ALLOCATED.with(|a| a.set(0));
-            let r = Policy::parse(&input, FILE);
-            let used = ALLOCATED.with(|a| a.get());
-            let _ = tx.send((r, used));
-        })
-        .unwrap();
-    let (result, used) = match rx.recv_timeout(TIME_LIMIT) {
+    let ran = bounded::run(TIME_LIMIT, move || Policy::parse(&input, FILE));
+    let (result, used) = match ran {
         Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+        Err(Failure::TimedOut) => panic!(
             "parse took longer than {TIME_LIMIT:?} on a {}-byte document starting {:?}",
             text.len(),
             text.chars().take(200).collect::<String>()
         ),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+        Err(Failure::Panicked) => panic!(
             "parse panicked on a {}-byte document starting {:?}",
             text.len(),
             text.chars().take(200).collect::<String>()

@@ -19,12 +19,11 @@
 #[allow(dead_code)]
 mod testing;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use moat_testkit::bounded::{self, Failure};
 use moat_vmm::arch::layout;
 use moat_vmm::config::{self, DEFAULT_CMDLINE, VmConfig};
 use moat_vmm::devices::virtio::block::{Block, request};
@@ -44,60 +43,16 @@ const ALLOC_LIMIT: u64 = 64 << 20;
 // ---------------------------------------------------------------------------------------------
 // Bounded runs: each case runs on its own thread, with a deadline and its allocations counted.
 
-thread_local! {
-    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The system allocator, counting the bytes each thread asks for.
-struct Counting;
-
-fn count(bytes: usize) {
-    let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(bytes as u64)));
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting has no effect on
-// the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: moat_testkit::bounded::Counting = moat_testkit::bounded::Counting;
 
 /// Runs `f` on a fresh thread; fails the test if it panics, takes longer than [`TIME_LIMIT`] or
 /// allocates more than [`ALLOC_LIMIT`]. `what` names the case in failures.
 fn bounded<T: Send + 'static>(what: String, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        ALLOCATED.with(|a| a.set(0));
-        let r = f();
-        let used = ALLOCATED.with(|a| a.get());
-        let _ = tx.send((r, used));
-    });
-    let (r, used) = match rx.recv_timeout(TIME_LIMIT) {
+    let (r, used) = match bounded::run(TIME_LIMIT, f) {
         Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("took longer than {TIME_LIMIT:?}: {what}")
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("panicked: {what}"),
+        Err(Failure::TimedOut) => panic!("took longer than {TIME_LIMIT:?}: {what}"),
+        Err(Failure::Panicked) => panic!("panicked: {what}"),
     };
     assert!(
         used <= ALLOC_LIMIT,
