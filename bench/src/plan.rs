@@ -31,7 +31,7 @@ impl Options {
             let kind = Kind::parse(name).ok_or_else(|| {
                 Error::Usage(format!(
                     "--backends: unknown backend {name:?}; choose from {}",
-                    Kind::ALL.map(Kind::name).join(",")
+                    crate::walls::names(&Kind::ALL)
                 ))
             })?;
             if !out.contains(&kind) {

@@ -41,10 +41,10 @@ pub fn measure(b: &mut Bench, kinds: &[Kind]) {
     }
     let out = out.canonicalize().unwrap_or(out);
     let _ = std::fs::remove_file(out.join("results.json"));
-    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    let names = walls::names(kinds);
     b.progress.note(&format!(
         "{}: measuring them inside the KVM rig (QEMU TCG + kvm_amd; minutes)",
-        names.join(", ")
+        names
     ));
     // One vCPU: with two, L1 (multi-threaded TCG emulating SVM) stalled now and then for good,
     // in about a third of the runs here; the test suite's rig runs use one and do not. L1 may
@@ -70,7 +70,7 @@ pub fn measure(b: &mut Bench, kinds: &[Kind]) {
         .arg(format!("MOAT_BENCH_PROBE={}", b.probe.display()))
         .arg("--")
         .arg(&b.opts.moat)
-        .args(["bench", "--inside-rig", "--backends", &names.join(",")])
+        .args(["bench", "--inside-rig", "--backends", &names])
         .arg("--out")
         .arg(&out);
     if b.opts.quick {

@@ -67,7 +67,7 @@ pub fn run(opts: Options) -> Result<Written> {
     progress.note(&format!(
         "moat bench{}: {} on {}, results in {}",
         if opts.quick { " --quick" } else { "" },
-        opts.backends.map_or_names(),
+        walls::names(&opts.backends),
         place.as_str(),
         opts.out.display()
     ));
@@ -146,16 +146,6 @@ pub fn run(opts: Options) -> Result<Written> {
     } = bench;
     results.wall_s = started.elapsed().as_secs_f64();
     write(&results, &opts.out, opts.inside_rig)
-}
-
-trait Names {
-    fn map_or_names(&self) -> String;
-}
-
-impl Names for Vec<Kind> {
-    fn map_or_names(&self) -> String {
-        self.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
-    }
 }
 
 /// Writes `results.json` and, unless this is the rig's half, `results.md` and the plots.

@@ -99,6 +99,11 @@ impl Wall {
     }
 }
 
+/// `runc,ns,...`: the names of `kinds`, as `--backends` takes them.
+pub fn names(kinds: &[Kind]) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+}
+
 /// Finds `name` on `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
